@@ -1,0 +1,23 @@
+"""The repository holds source, never generated data: a too-big submission does not land at all."""
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_TRACKED_BYTES = 512 * 1024
+
+
+def tracked_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    return [ROOT / name for name in out.decode().split("\0") if name]
+
+
+def test_no_large_tracked_files():
+    big = [(p, p.stat().st_size) for p in tracked_files() if p.is_file() and p.stat().st_size > MAX_TRACKED_BYTES]
+    assert not big, f"tracked files over {MAX_TRACKED_BYTES} bytes (generate them instead): {big}"
+
+
+def test_no_binary_artifacts_tracked():
+    suffixes = {".img", ".iso", ".qcow2", ".deb", ".cpio", ".squashfs", ".fd", ".tar", ".gz", ".zst"}
+    bad = [p for p in tracked_files() if p.suffix in suffixes]
+    assert not bad, f"binary artifacts are tracked: {bad}"
