@@ -15,7 +15,8 @@ from lkit.errors import LkitError
 # Modules that contribute sub-commands, in the order they appear in `lkit --help`.
 COMMAND_MODULES = (
     "lkit.build.cli",       # build
-    "lkit.images.cli",      # cache, pkg
+    "lkit.images.cli",      # cache
+    "lkit.images.pkg_cli",  # pkg
     "lkit.machine.cli",     # run
     "lkit.report.cli",      # report
 )

@@ -1,0 +1,225 @@
+"""The embedded builder: Spec + image store -> output files, in process, deterministic, cached.
+
+A build is keyed by everything that can change its bytes (the merged spec, the digest of every image
+it uses, the content of every `files` source, lkit's version). Finished outputs carry a stamp in
+`<outdir>/.lkit/`; when the key and the files on disk match it, nothing is rebuilt. The kernel and
+initrd of a key are kept in the build cache, so asking for another format later does not reassemble.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lkit
+from lkit.build.archive import write_initrd, write_tar
+from lkit.build.outputs.base import BootFiles, get_format
+from lkit.build.rootfs import Assembler, Assembly, allowed_source
+from lkit.build.tree import Content, Node
+from lkit.errors import BuildError
+from lkit.images.store import Store
+from lkit.spec.model import Spec
+
+# Root-filesystem paths that ride beside the initrd rather than in it (LinuxKit's boot/ files).
+INITRD_EXCLUDE = frozenset({"boot/kernel", "boot/cmdline", "boot/ucode.cpio"})
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(os.environ.get("LKIT_BUILD_CACHE", Path(base) / "lkit" / "build"))
+
+
+@dataclass
+class Artifact:
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class BuiltImage:
+    """What a build produced, per format, with the figures reports need."""
+
+    name: str
+    outdir: Path
+    key: str
+    artifacts: dict[str, list[Artifact]] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)   # reference -> manifest digest
+    seconds: float = 0.0
+    reused: list[str] = field(default_factory=list)        # formats taken from an earlier identical build
+
+    def files(self, fmt: str) -> list[Path]:
+        return [a.path for a in self.artifacts[fmt]]
+
+    def total_size(self, fmt: str) -> int:
+        return sum(a.size for a in self.artifacts[fmt])
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_key(spec: Spec, store: Store) -> tuple[str, dict[str, str]]:
+    """Hash of everything the outputs depend on; also returns the resolved image digests."""
+    digests = {ref: store.resolve(ref).digest for ref in spec.images()}
+    sources = {}
+    for entry in spec.files:
+        if entry.source is not None:
+            path = allowed_source(entry, spec)
+            sources[entry.path] = _sha256_file(path) if path else None
+    material = {"lkit": lkit.__version__, "spec": spec.to_dict(), "images": digests, "sources": sources}
+    blob = json.dumps(material, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest(), digests
+
+
+class _Stamp:
+    """The record of a finished build in <outdir>/.lkit/<name>.json."""
+
+    def __init__(self, outdir: Path, name: str) -> None:
+        self.path = outdir / ".lkit" / f"{name}.json"
+
+    def load(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save(self, data: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def _still_valid(record: list[dict], outdir: Path) -> list[Artifact] | None:
+    out = []
+    for item in record:
+        path = outdir / item["name"]
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if st.st_size != item["size"] or st.st_mtime_ns != item["mtime_ns"]:
+            return None
+        out.append(Artifact(path, item["size"], item["sha256"]))
+    return out
+
+
+class _BootFilesMaker:
+    """Assembles the root once per key, on demand, and keeps kernel + initrd in the build cache."""
+
+    def __init__(self, spec: Spec, store: Store, key: str, cache_dir: Path, workdir: Path) -> None:
+        self.spec, self.store, self.key, self.workdir = spec, store, key, workdir
+        self.cached = cache_dir / key
+        self._assembly: Assembly | None = None
+
+    def assembly(self) -> Assembly:
+        if self._assembly is None:
+            self._assembly = Assembler(self.spec, self.store).assemble()
+        return self._assembly
+
+    def boot_files(self) -> BootFiles:
+        kernel, initrd, cmdline = self.cached / "kernel", self.cached / "initrd.img", self.cached / "cmdline"
+        if not (kernel.exists() and initrd.exists() and cmdline.exists()):
+            self._write_boot_files()
+        return BootFiles(name=self.spec.name, kernel=kernel, initrd=initrd, cmdline=cmdline.read_text(),
+                         rootfs_tar=self.rootfs_tar, workdir=self.workdir)
+
+    def _write_boot_files(self) -> None:
+        assembly = self.assembly()
+        if assembly.kernel is None:
+            raise BuildError("this format needs a kernel, and the spec has no `kernel:` section",
+                             where=str(self.spec.sources[0]) if self.spec.sources else None)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{self.key[:12]}.", dir=self.cached.parent))
+        try:
+            with open(tmp / "kernel", "wb") as f:
+                for chunk in assembly.kernel.kernel.chunks():
+                    f.write(chunk)
+            prefix = b"".join(assembly.kernel.ucode.chunks()) if assembly.kernel.ucode else b""
+            with open(tmp / "initrd.img", "wb") as f:
+                write_initrd(assembly.tree, f, exclude=INITRD_EXCLUDE, prefix=prefix)
+            (tmp / "cmdline").write_text(assembly.cmdline)
+            try:
+                os.replace(tmp, self.cached)
+            except OSError:  # another process finished the same key first: theirs is identical
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def rootfs_tar(self) -> Path:
+        """The whole root as a tar, with boot/kernel, boot/cmdline (LinuxKit's tar output)."""
+        path = self.workdir / "rootfs.tar"
+        if not path.exists():
+            assembly = self.assembly()
+            extra: list[tuple[str, Node]] = []
+            if assembly.kernel is not None:
+                extra = [("boot", Node("dir", 0o755)),
+                         ("boot/cmdline", Node("file", 0o644, content=Content(data=assembly.cmdline.encode()))),
+                         ("boot/kernel", Node("file", 0o644, content=assembly.kernel.kernel))]
+                if assembly.kernel.ucode is not None:
+                    extra.append(("boot/ucode.cpio", Node("file", 0o644, content=assembly.kernel.ucode)))
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                write_tar(assembly.tree, f, extra=extra)
+            os.replace(tmp, path)
+        return path
+
+
+def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None = None,
+          cache_dir: Path | None = None, use_cache: bool = True) -> BuiltImage:
+    """Build `formats` of `spec` into `outdir`; unchanged inputs are not rebuilt."""
+    started = time.monotonic()
+    store = store or Store.default()
+    cache_dir = cache_dir or default_cache_dir()
+    outdir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key, digests = build_key(spec, store)
+    result = BuiltImage(name=spec.name, outdir=outdir, key=key, images=digests)
+    stamp = _Stamp(outdir, spec.name)
+    record = stamp.load() if use_cache else {}
+    previous = record.get("formats", {}) if record.get("key") == key else {}
+    todo = []
+    for fmt in formats:
+        get_format(fmt)  # unknown formats fail before any work
+        reused = _still_valid(previous[fmt], outdir) if fmt in previous else None
+        if reused is not None:
+            result.artifacts[fmt] = reused
+            result.reused.append(fmt)
+        else:
+            todo.append(fmt)
+    if todo:
+        with ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-build.", dir=outdir)))
+            if not use_cache:
+                cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-cache.", dir=outdir)))
+            maker = _BootFilesMaker(spec, store, key, cache_dir, workdir)
+            files = maker.boot_files()
+            for fmt in todo:
+                staging = workdir / f"out-{fmt.replace('+', '_')}"
+                staging.mkdir()
+                written = get_format(fmt).write(files, staging)
+                arts = []
+                for tmp_path in written:
+                    final = outdir / tmp_path.name
+                    os.replace(tmp_path, final)
+                    arts.append(Artifact(final, final.stat().st_size, _sha256_file(final)))
+                result.artifacts[fmt] = arts
+    all_formats = {**(previous if record.get("key") == key else {}),
+                   **{fmt: [{"name": a.path.name, "size": a.size, "sha256": a.sha256, "mtime_ns": a.path.stat().st_mtime_ns}
+                            for a in arts] for fmt, arts in result.artifacts.items()}}
+    stamp.save({"key": key, "formats": all_formats, "images": digests})
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,51 @@
+"""`lkit build`: LinuxKit's `linuxkit build`, in process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from lkit.build.outputs.base import FORMAT_NAMES
+from lkit.images.store import Store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build a LinuxKit spec into output formats",
+                       description="Build one spec (several files merge as LinuxKit merges them).")
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC.yml")
+    p.add_argument("--format", "-f", action="append", dest="formats", choices=FORMAT_NAMES, metavar="FORMAT",
+                   help="output format, repeatable (default: the spec's `outputs:`, else kernel+initrd). "
+                        "One of: " + ", ".join(FORMAT_NAMES))
+    p.add_argument("--dir", "-d", type=Path, default=Path("."), help="directory for the outputs (default: .)")
+    p.add_argument("--name", help="base name of the outputs (default: the first spec's file name)")
+    p.add_argument("--store", type=Path, help="image store (default: $LKIT_STORE or ~/.cache/lkit/store)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the merged spec; build nothing")
+    p.add_argument("--no-cache", action="store_true", help="rebuild even if nothing changed")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lkit.spec import load_spec
+
+    spec = load_spec(args.specs)
+    if args.name:
+        spec.name = args.name
+    for notice in spec.notices:
+        print(f"lkit: notice: {notice}", file=sys.stderr)
+    if args.dry_run:
+        yaml.safe_dump(spec.to_dict(), sys.stdout, sort_keys=False, default_flow_style=False)
+        return 0
+    from lkit.build.builder import build
+
+    formats = args.formats or spec.outputs or ["kernel+initrd"]
+    store = Store(args.store) if args.store else Store.default()
+    result = build(spec, formats, args.dir, store=store, use_cache=not args.no_cache)
+    for fmt in formats:
+        state = "unchanged" if fmt in result.reused else "built"
+        for art in result.artifacts[fmt]:
+            print(f"{fmt:18} {state:9} {art.size:>12,}  {art.path}")
+    print(f"lkit: {spec.name}: {len(formats)} format(s) in {result.seconds:.2f} s")
+    return 0

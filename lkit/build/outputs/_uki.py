@@ -1,0 +1,94 @@
+"""Unified kernel images: systemd's EFI stub with the kernel, initrd and command line inside.
+
+Debian bookworm has the stub (systemd-boot-efi) but no ukify, so the sections are added with
+objcopy. The classic fixed addresses (.linux at 0x2000000, .initrd at 0x3000000) leave too little
+room for Debian's 14 MB kernel, so each section is placed after the previous one, page aligned,
+with the kernel 2 MiB aligned (boot-facts.md). The result is a PE file OVMF boots directly as
+EFI/BOOT/BOOTX64.EFI; the initrd rides inside it because the kernel cannot read the ISO by itself.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from lkit.build.outputs._tools import data_file, package_version, run
+
+STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+STUB_PACKAGE = "systemd-boot-efi"
+
+_PAGE = 0x1000
+_KERNEL_ALIGN = 0x200000
+
+
+@dataclass(frozen=True)
+class PeSection:
+    name: str
+    vma: int        # ImageBase + VirtualAddress
+    vsize: int      # VirtualSize
+    raw_offset: int
+    raw_size: int
+
+
+def pe_sections(path: Path) -> list[PeSection]:
+    """Section table of a PE/COFF file (enough to place new sections and to check a UKI)."""
+    data = path.read_bytes()
+    if data[:2] != b"MZ":
+        raise ValueError(f"{path} is not a PE file")
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    if data[pe:pe + 4] != b"PE\0\0":
+        raise ValueError(f"{path} has no PE signature")
+    nsections, opt_size = struct.unpack_from("<H12xH", data, pe + 6)
+    opt = pe + 24
+    magic = struct.unpack_from("<H", data, opt)[0]
+    image_base = struct.unpack_from("<Q", data, opt + 24)[0] if magic == 0x20B else \
+        struct.unpack_from("<I", data, opt + 28)[0]
+    sections = []
+    table = opt + opt_size
+    for i in range(nsections):
+        raw = data[table + 40 * i: table + 40 * (i + 1)]
+        name = raw[:8].rstrip(b"\0").decode("ascii", errors="replace")
+        vsize, vaddr, rsize, roff = struct.unpack_from("<IIII", raw, 8)
+        sections.append(PeSection(name, image_base + vaddr, vsize, roff, rsize))
+    return sections
+
+
+def section_bytes(path: Path, name: str) -> bytes:
+    """Contents of one section (trimmed to its virtual size)."""
+    for s in pe_sections(path):
+        if s.name == name:
+            with open(path, "rb") as f:
+                f.seek(s.raw_offset)
+                return f.read(min(s.vsize, s.raw_size))
+    raise KeyError(name)
+
+
+def _align(value: int, alignment: int) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+def os_release(name: str) -> str:
+    """The .osrel text: names the image and the stub version that booted it."""
+    return (f'NAME="LinuxKit"\nID=linuxkit\nPRETTY_NAME="LinuxKit {name}"\n'
+            f'IMAGE_ID={name}\nLKIT_STUB_VERSION={package_version(STUB_PACKAGE)}\n')
+
+
+def make_uki(*, kernel: Path, initrd: Path, cmdline: str, name: str, out: Path, workdir: Path) -> Path:
+    """Write a UKI to `out`: stub + .osrel + .cmdline + .linux + .initrd, placed end to end."""
+    stub = data_file(STUB, STUB_PACKAGE)
+    workdir.mkdir(parents=True, exist_ok=True)
+    osrel = workdir / "osrel"
+    osrel.write_text(os_release(name))
+    cmd = workdir / "cmdline"
+    cmd.write_bytes(cmdline.encode() + b"\0")
+    end = max(s.vma + s.vsize for s in pe_sections(stub))
+    args: list[str | Path] = ["objcopy"]
+    for section, path, alignment in ((".osrel", osrel, _PAGE), (".cmdline", cmd, _PAGE),
+                                     (".linux", kernel, _KERNEL_ALIGN), (".initrd", initrd, _PAGE)):
+        vma = _align(end, alignment)
+        args += ["--add-section", f"{section}={path}", "--change-section-vma", f"{section}={vma:#x}"]
+        end = vma + path.stat().st_size
+    out.unlink(missing_ok=True)
+    run(args + [stub, out])
+    return out

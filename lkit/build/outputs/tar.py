@@ -1,0 +1,19 @@
+"""tar: the whole root filesystem as NAME.tar, boot/kernel and boot/cmdline included (LinuxKit's layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lkit.build.outputs._copy import copy_into
+from lkit.build.outputs.base import BootFiles, OutputFormat
+
+
+def filenames(name: str) -> list[str]:
+    return [f"{name}.tar"]
+
+
+def write(files: BootFiles, outdir: Path) -> list[Path]:
+    return [copy_into(files.rootfs_tar(), outdir, filenames(files.name)[0])]
+
+
+FORMAT = OutputFormat(name="tar", filenames=filenames, write=write)

@@ -1,0 +1,199 @@
+"""The root filesystem being built, held in memory as metadata only.
+
+File contents are never copied into the tree: a file refers to a byte range of an uncompressed layer
+tar in the image store (or holds a few inline bytes for generated files), so a 100 MB root costs a few
+MB of RAM and nothing is ever extracted on the host.
+
+Every insertion resolves its parent directories *inside* a chosen root node with chroot semantics:
+an absolute symlink points at that root, `..` stops at it, and a symlink loop is an error. So neither a
+layer nor a `files` entry can reach outside the build root, whatever its paths and links say.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lkit.errors import BuildError
+
+MAX_SYMLINK_HOPS = 40
+
+
+@dataclass(frozen=True)
+class Content:
+    """Where a regular file's bytes are: inline, or a range of a file on the host."""
+
+    data: bytes | None = None
+    source: Path | None = None
+    offset: int = 0
+    size: int = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.data) if self.data is not None else self.size
+
+    def chunks(self, bufsize: int = 1 << 20) -> Iterator[bytes]:
+        if self.data is not None:
+            yield self.data
+            return
+        assert self.source is not None
+        with open(self.source, "rb") as f:
+            f.seek(self.offset)
+            left = self.size
+            while left:
+                chunk = f.read(min(bufsize, left))
+                if not chunk:
+                    raise BuildError(f"{self.source} ended {left} bytes early", hint="the image store may be damaged: re-import the image")
+                left -= len(chunk)
+                yield chunk
+
+
+@dataclass
+class Node:
+    kind: str  # "dir" | "file" | "symlink"
+    mode: int  # permission bits incl. setuid/setgid/sticky
+    uid: int = 0
+    gid: int = 0
+    content: Content | None = None
+    target: str = ""
+    children: dict[str, Node] = field(default_factory=dict)
+
+    @property
+    def type_bits(self) -> int:
+        return {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}[self.kind]
+
+
+def split_path(path: str, *, where: str = "") -> list[str]:
+    """Components of a relative-or-absolute path; `..` is refused (no legitimate entry needs it)."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise BuildError(f"path {path!r} contains '..'", where=where or None, hint="use a path inside the image root")
+    if any("\0" in p for p in parts):
+        raise BuildError(f"path {path!r} contains a NUL byte", where=where or None)
+    return parts
+
+
+class Tree:
+    """A directory tree with chroot-safe insertion."""
+
+    def __init__(self) -> None:
+        self.root = Node("dir", 0o755)
+
+    # ---- lookup -------------------------------------------------------------------------------
+    def _walk_dirs(self, base: Node, parts: list[str], *, create: bool, hops: int = 0) -> Node:
+        """Resolve `parts` as directories under `base` (the chroot), following symlinks inside it."""
+        stack = [base]
+        queue = list(parts)
+        while queue:
+            name = queue.pop(0)
+            if name == "..":
+                if len(stack) > 1:
+                    stack.pop()
+                continue
+            cur = stack[-1]
+            child = cur.children.get(name)
+            if child is None:
+                if not create:
+                    raise KeyError(name)
+                child = cur.children[name] = Node("dir", 0o755)
+            if child.kind == "symlink":
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise BuildError("too many levels of symbolic links", hint=f"at {name!r}")
+                target = [p for p in child.target.split("/") if p not in ("", ".")]
+                if child.target.startswith("/"):
+                    stack = [base]
+                queue = target + queue
+                continue
+            if child.kind != "dir":
+                if not create:
+                    raise KeyError(name)
+                child = cur.children[name] = Node("dir", 0o755)
+            stack.append(child)
+        return stack[-1]
+
+    def lookup(self, path: str, base: Node | None = None) -> Node | None:
+        """The node at `path` (parents' symlinks followed, the last component not), or None."""
+        parts = split_path(path)
+        if not parts:
+            return base or self.root
+        try:
+            parent = self._walk_dirs(base or self.root, parts[:-1], create=False)
+        except KeyError:
+            return None
+        return parent.children.get(parts[-1])
+
+    def subtree(self, path: str) -> Node:
+        """The directory at `path`, created if missing: the chroot for a container's files."""
+        return self._walk_dirs(self.root, split_path(path), create=True)
+
+    # ---- insertion ----------------------------------------------------------------------------
+    def _place(self, path: str, node: Node, base: Node | None, where: str) -> Node:
+        parts = split_path(path, where=where)
+        if not parts:
+            if node.kind == "dir":
+                target = base or self.root
+                target.mode, target.uid, target.gid = node.mode, node.uid, node.gid
+                return target
+            raise BuildError(f"cannot replace the root directory with a {node.kind}", where=where or None)
+        parent = self._walk_dirs(base or self.root, parts[:-1], create=True)
+        old = parent.children.get(parts[-1])
+        if node.kind == "dir" and old is not None and old.kind == "dir":
+            old.mode, old.uid, old.gid = node.mode, node.uid, node.gid  # keep its contents
+            return old
+        parent.children[parts[-1]] = node
+        return node
+
+    def add_dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, base: Node | None = None, where: str = "") -> Node:
+        return self._place(path, Node("dir", mode, uid, gid), base, where)
+
+    def add_file(self, path: str, content: Content | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, *, base: Node | None = None, where: str = "") -> Node:
+        if isinstance(content, bytes):
+            content = Content(data=content)
+        return self._place(path, Node("file", mode, uid, gid, content=content), base, where)
+
+    def add_symlink(self, path: str, target: str, uid: int = 0, gid: int = 0, *, base: Node | None = None, where: str = "") -> Node:
+        return self._place(path, Node("symlink", 0o777, uid, gid, target=target), base, where)
+
+    def ensure_dir(self, path: str, mode: int = 0o755, *, base: Node | None = None) -> Node:
+        """A directory that exists already keeps its mode; a missing one is created."""
+        node = self.lookup(path, base)
+        if node is not None and node.kind == "dir":
+            return node
+        return self.add_dir(path, mode, base=base)
+
+    def remove(self, path: str, *, base: Node | None = None) -> None:
+        parts = split_path(path)
+        if not parts:
+            return
+        try:
+            parent = self._walk_dirs(base or self.root, parts[:-1], create=False)
+        except KeyError:
+            return
+        parent.children.pop(parts[-1], None)
+
+    def clear_dir(self, path: str, *, base: Node | None = None) -> None:
+        node = self.lookup(path, base)
+        if node is not None and node.kind == "dir":
+            node.children.clear()
+
+    # ---- traversal ----------------------------------------------------------------------------
+    def walk(self, exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str, Node]]:
+        """Every node as (relative path, node), parents before children, names sorted bytewise."""
+
+        def visit(prefix: str, node: Node) -> Iterator[tuple[str, Node]]:
+            for name in sorted(node.children, key=lambda n: n.encode()):
+                child = node.children[name]
+                path = f"{prefix}{name}"
+                if path in exclude:
+                    continue
+                yield path, child
+                if child.kind == "dir":
+                    yield from visit(path + "/", child)
+
+        yield from visit("", self.root)
+
+    def total_size(self) -> int:
+        return sum(n.content.length for _, n in self.walk() if n.kind == "file" and n.content)

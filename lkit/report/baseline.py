@@ -1,0 +1,136 @@
+"""Baselines: the expected figures (median and spread) and check outcomes per spec and format.
+
+A baseline combines several runs (and the N boot samples inside each), so the gate compares a new
+run against a median with a noise margin rather than against one lucky or unlucky run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lkit.report.atomic import write_text
+from lkit.report.figures import mad, median
+from lkit.report.model import ReportError, RunSummary, read_json
+
+BASELINE_SCHEMA = 1
+
+
+@dataclass
+class FigureStats:
+    """Centre and spread of one figure over every value seen."""
+
+    median: float
+    mad: float = 0.0
+    n: int = 1
+    min: float = 0.0
+    max: float = 0.0
+
+    @classmethod
+    def of(cls, values: list[float]) -> FigureStats:
+        """Statistics of a non-empty list of values."""
+        return cls(median=median(values), mad=mad(values), n=len(values), min=min(values), max=max(values))
+
+
+@dataclass
+class FormatBaseline:
+    """The baseline of one (spec, format)."""
+
+    spec: str
+    format: str
+    figures: dict[str, FigureStats] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)   # check -> usual outcome
+
+    @property
+    def key(self) -> str:
+        return f"{self.spec} {self.format}"
+
+
+@dataclass
+class Baseline:
+    """Per (spec, format) baselines built from one or more runs."""
+
+    formats: dict[str, FormatBaseline] = field(default_factory=dict)   # key "spec format"
+    sources: list[str] = field(default_factory=list)                   # run ids it was built from
+
+    @classmethod
+    def from_runs(cls, summaries: Iterable[RunSummary]) -> Baseline:
+        """Combine runs: every figure's values (its boot samples when recorded) pooled per format."""
+        values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        outcomes: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        names: dict[str, tuple[str, str]] = {}
+        sources: list[str] = []
+        for summary in summaries:
+            sources.append(summary.run_id)
+            for run in summary.runs:
+                names[run.key] = (run.spec, run.format)
+                for fig, value in run.figures.items():
+                    values[run.key][fig].extend(run.samples.get(fig) or [value])
+                for fig, samples in run.samples.items():
+                    if fig not in run.figures and samples:
+                        values[run.key][fig].extend(samples)
+                for check in run.checks:
+                    outcomes[run.key][check.check].append(check.outcome)
+        formats = {}
+        for key, (spec, fmt) in sorted(names.items()):
+            formats[key] = FormatBaseline(
+                spec=spec, format=fmt,
+                figures={f: FigureStats.of(v) for f, v in sorted(values[key].items())},
+                checks={c: _usual(o) for c, o in sorted(outcomes[key].items())})
+        return cls(formats=formats, sources=sources)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": BASELINE_SCHEMA, "kind": "lkit-baseline", "sources": self.sources,
+                "formats": {k: asdict(v) for k, v in sorted(self.formats.items())}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str | None = None) -> Baseline:
+        if not isinstance(d, dict) or d.get("kind") != "lkit-baseline":
+            raise ReportError("not an lkit baseline (field 'kind' is not 'lkit-baseline')", where=where,
+                              hint="make one with `lkit report baseline RUN_DIR... -o baseline.json`")
+        if d.get("schema") != BASELINE_SCHEMA:
+            raise ReportError(f"field 'schema' is {d.get('schema')!r}, this lkit reads {BASELINE_SCHEMA}",
+                              where=where, hint="rebuild the baseline with this lkit")
+        try:
+            formats = {
+                key: FormatBaseline(spec=str(f["spec"]), format=str(f["format"]),
+                                    figures={n: FigureStats(**s) for n, s in f.get("figures", {}).items()},
+                                    checks={str(c): str(o) for c, o in f.get("checks", {}).items()})
+                for key, f in d.get("formats", {}).items()}
+        except (KeyError, TypeError) as exc:
+            raise ReportError(f"malformed baseline: {exc}", where=where) from None
+        return cls(formats=formats, sources=[str(s) for s in d.get("sources", [])])
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write as JSON atomically."""
+        return write_text(path, json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Baseline:
+        p = Path(path)
+        return cls.from_json(read_json(p), where=str(p))
+
+
+def load_reference(path: str | os.PathLike[str]) -> Baseline | RunSummary:
+    """A baseline.json, a summary.json or a run folder, whichever `path` is."""
+    p = Path(path)
+    if p.is_dir():
+        return RunSummary.load(p)
+    data = read_json(p)
+    if isinstance(data, dict) and data.get("kind") == "lkit-baseline":
+        return Baseline.from_json(data, where=str(p))
+    return RunSummary.from_json(data, where=str(p))
+
+
+def _usual(outcomes: list[str]) -> str:
+    """The most common outcome; a tie counts as passed (the baseline is what the image can do)."""
+    counts = Counter(outcomes)
+    best = max(counts.values())
+    if counts.get("passed") == best:
+        return "passed"
+    return sorted(o for o, n in counts.items() if n == best)[0]

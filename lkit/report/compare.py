@@ -1,0 +1,193 @@
+"""Compare a new run against a baseline (or an older run): regressions and improvements, one line each.
+
+Sizes are judged by a relative threshold (plus a tiny absolute floor so a 3-byte change in a
+10-byte file is not news). Times are noisy under TCG, so a time regression must exceed the
+relative threshold AND an absolute noise floor AND k x the baseline's spread (MAD scaled to a
+standard deviation) when the baseline has several samples.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from lkit.report.baseline import Baseline, FigureStats, FormatBaseline
+from lkit.report.figures import MAD_TO_SIGMA, human, kind, median
+from lkit.report.model import FormatRun, ReportError, RunSummary
+
+
+@dataclass
+class Thresholds:
+    """When a figure change is news. Percentages are relative to the baseline median."""
+
+    size_pct: float = 5.0
+    size_floor: float = 4096.0      # bytes; smaller size changes are never reported
+    time_pct: float = 20.0
+    time_floor: float = 0.5         # seconds; TCG boots jitter by this much
+    mad_k: float = 3.0              # margin = k * 1.4826 * MAD of the baseline samples
+    other_pct: float = 10.0
+    figures: dict[str, float] = field(default_factory=dict)   # figure glob -> relative % override
+
+    KEYS = ("size", "size-floor", "time", "time-floor", "k", "other")
+
+    @classmethod
+    def parse(cls, items: list[str]) -> Thresholds:
+        """From `--threshold KEY=VALUE` items: size=5 time=20 time-floor=0.5 k=3 boot.shell=10."""
+        t = cls()
+        attrs = {"size": "size_pct", "size-floor": "size_floor", "time": "time_pct",
+                 "time-floor": "time_floor", "k": "mad_k", "other": "other_pct"}
+        for item in items:
+            name, sep, raw = item.partition("=")
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not sep or not name or value < 0:
+                raise ReportError(f"--threshold {item!r}: expected KEY=NUMBER (number >= 0)",
+                                  hint=f"keys: {', '.join(cls.KEYS)} or a figure name/glob such as "
+                                       "'boot.shell=10' or 'size.*=2' (percent)")
+            if name in attrs:
+                setattr(t, attrs[name], value)
+            else:
+                t.figures[name] = value
+        return t
+
+    def pct(self, figure: str) -> float:
+        """The relative threshold (%) for a figure: a matching override, else its kind's."""
+        for pattern, value in self.figures.items():
+            if fnmatch.fnmatchcase(figure, pattern):
+                return value
+        return {"size": self.size_pct, "time": self.time_pct}.get(kind(figure), self.other_pct)
+
+
+@dataclass
+class Finding:
+    """One regression, improvement or note; `line` is what people read, `id` what quarantine matches."""
+
+    spec: str
+    format: str
+    item: str          # figure name, check name, or "format"
+    line: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.spec}::{self.format}::{self.item}"
+
+    def __str__(self) -> str:
+        return self.line
+
+
+@dataclass
+class Comparison:
+    """The result of `compare`."""
+
+    regressions: list[Finding] = field(default_factory=list)
+    improvements: list[Finding] = field(default_factory=list)
+    notes: list[Finding] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)      # "spec format" keys new in this run
+    removed: list[str] = field(default_factory=list)    # keys in the baseline, missing now
+
+    def lines(self) -> list[str]:
+        """Everything, grouped, for a terminal or a CI log."""
+        out = [f"REGRESSION {f.line}" for f in self.regressions]
+        out += [f"improved   {f.line}" for f in self.improvements]
+        out += [f"note       {f.line}" for f in self.notes]
+        return out
+
+
+def compare(base: RunSummary | Baseline, new: RunSummary, thresholds: Thresholds | None = None) -> Comparison:
+    """Regressions and improvements of `new` against `base`, one clear line each."""
+    t = thresholds or Thresholds()
+    baseline = base if isinstance(base, Baseline) else Baseline.from_runs([base])
+    result = Comparison()
+    new_keys = {run.key: run for run in new.runs}
+    for key, fb in sorted(baseline.formats.items()):
+        run = new_keys.get(key)
+        if run is None:
+            result.removed.append(key)
+            result.regressions.append(Finding(fb.spec, fb.format, "format",
+                                              f"{key}: in the baseline but not in this run (format not built or tested)"))
+            continue
+        _compare_figures(fb, run, t, result)
+        _compare_checks(fb, run, result)
+    for key, run in sorted(new_keys.items()):
+        if key not in baseline.formats:
+            result.added.append(key)
+            result.notes.append(Finding(run.spec, run.format, "format",
+                                        f"{key}: new format, no baseline to compare with"))
+    return result
+
+
+def _new_value(run: FormatRun, figure: str) -> float | None:
+    samples = run.samples.get(figure)
+    if samples:
+        return median(samples)
+    return run.figures.get(figure)
+
+
+def _compare_figures(fb: FormatBaseline, run: FormatRun, t: Thresholds, out: Comparison) -> None:
+    for figure, stats in sorted(fb.figures.items()):
+        value = _new_value(run, figure)
+        if value is None:
+            out.notes.append(Finding(run.spec, run.format, figure,
+                                     f"{run.key}: {_label(figure)} was measured in the baseline, not in this run"))
+            continue
+        verdict = _judge(figure, stats, value, t)
+        if verdict is None:
+            continue
+        is_worse, reason = verdict
+        finding = Finding(run.spec, run.format, figure, f"{run.key}: {reason}")
+        (out.regressions if is_worse else out.improvements).append(finding)
+
+
+def _judge(figure: str, stats: FigureStats, value: float, t: Thresholds) -> tuple[bool, str] | None:
+    """(worse?, reason) when the change is beyond every threshold that applies, else None."""
+    base = stats.median
+    delta = value - base
+    pct = t.pct(figure)
+    rel = (delta / base * 100.0) if base else (float("inf") if delta else 0.0)
+    k = kind(figure)
+    if k == "size":
+        floor, margin_text = t.size_floor, ""
+    elif k == "time":
+        spread = t.mad_k * MAD_TO_SIGMA * stats.mad if stats.n > 1 else 0.0
+        floor = max(t.time_floor, spread)
+        margin_text = f" and the {floor:.2f} s noise margin"
+        if spread > t.time_floor:
+            margin_text += f" ({t.mad_k:g} x spread of {stats.n} baseline samples)"
+    else:
+        floor, margin_text = 0.0, ""
+    if abs(rel) <= pct or abs(delta) <= floor:
+        return None
+    worse = delta > 0
+    sign = "+" if worse else "-"
+    rel_text = f"{sign}{abs(rel):.1f}%" if base else "new non-zero value"
+    word = "over" if worse else "beyond"
+    return worse, (f"{_label(figure)} {rel_text} ({human(figure, base)} -> {human(figure, value)}) "
+                   f"{word} the {pct:g}% threshold{margin_text}")
+
+
+def _label(figure: str) -> str:
+    if figure.startswith("size."):
+        return f"{figure[5:]} size"
+    return figure
+
+
+def _compare_checks(fb: FormatBaseline, run: FormatRun, out: Comparison) -> None:
+    for check in run.checks:
+        before = fb.checks.get(check.check)
+        detail = f": {check.message}" if check.message else ""
+        if check.failed and before == "passed":
+            out.regressions.append(Finding(run.spec, run.format, check.check,
+                                           f"{run.key}: check {check.check} passed in the baseline, now {check.outcome}{detail}"))
+        elif check.outcome == "passed" and before in ("failed", "error"):
+            out.improvements.append(Finding(run.spec, run.format, check.check,
+                                            f"{run.key}: check {check.check} now passes ({before} in the baseline)"))
+        elif check.outcome == "skipped" and before == "passed":
+            out.notes.append(Finding(run.spec, run.format, check.check,
+                                     f"{run.key}: check {check.check} passed in the baseline, skipped now{detail}"))
+    ran = {c.check for c in run.checks}
+    for name, before in sorted(fb.checks.items()):
+        if name not in ran and before == "passed":
+            out.notes.append(Finding(run.spec, run.format, name,
+                                     f"{run.key}: check {name} passed in the baseline, did not run now"))

@@ -1,0 +1,146 @@
+"""The results model: what the pytest plugin fills and every writer and the gate read.
+
+One `RunSummary` per pytest session; one `FormatRun` per (spec, output format); one
+`CheckResult` per check. Serialised as versioned JSON (`"schema": 1`) in summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lkit.errors import LkitError
+from lkit.report.atomic import write_text
+
+SCHEMA_VERSION = 1
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+class ReportError(LkitError):
+    """A results, baseline or quarantine file is missing or malformed."""
+
+
+@dataclass
+class CheckResult:
+    """One check of one format: the unit that JUnit, Allure and the gate count."""
+
+    check: str
+    outcome: str
+    message: str = ""
+    duration: float = 0.0
+    rerun: int = 0
+    quarantined: bool = False
+    attachments: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """True for a failure or an error (both break the image's promise)."""
+        return self.outcome in ("failed", "error")
+
+
+@dataclass
+class FormatRun:
+    """Everything measured and checked for one output format of one spec."""
+
+    spec: str
+    format: str
+    figures: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """The stable name of this run in reports: 'spec format'."""
+        return f"{self.spec} {self.format}"
+
+    def check(self, name: str) -> CheckResult | None:
+        """The result of check `name`, or None when it did not run."""
+        return next((c for c in self.checks if c.check == name), None)
+
+
+@dataclass
+class RunSummary:
+    """One lkit run (one pytest session): the content of reports/<run_id>/summary.json."""
+
+    run_id: str
+    started: str
+    finished: str
+    runs: list[FormatRun] = field(default_factory=list)
+    exit_status: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with sorted, stable content (same run -> same bytes)."""
+        data = asdict(self)
+        data["runs"] = sorted(data["runs"], key=lambda r: (r["spec"], r["format"]))
+        return {"schema": SCHEMA_VERSION, "kind": "lkit-run", **data}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str | None = None) -> RunSummary:
+        """Rebuild a summary; a wrong schema or shape is a ReportError naming the field."""
+        if not isinstance(d, dict):
+            raise ReportError("a run summary must be a JSON object", where=where)
+        version = d.get("schema")
+        if version != SCHEMA_VERSION:
+            raise ReportError(
+                f"field 'schema' is {version!r}, this lkit reads schema {SCHEMA_VERSION}",
+                where=where, hint="re-run the tests with this lkit version or use a matching lkit")
+        try:
+            runs = [_format_run(r) for r in d.get("runs", [])]
+            return cls(run_id=str(d["run_id"]), started=str(d["started"]), finished=str(d["finished"]),
+                       runs=runs, exit_status=d.get("exit_status"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportError(f"malformed run summary: {_describe(exc)}", where=where,
+                              hint="summary.json is written by lkit; do not edit it by hand") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write as JSON atomically."""
+        return write_text(path, json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RunSummary:
+        """Read summary.json (or a run folder holding one)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "summary.json"
+        return cls.from_json(read_json(p), where=str(p))
+
+
+def read_json(path: Path) -> Any:
+    """Load a JSON file; a missing or broken file is a ReportError, not a traceback."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"no such file: {path}", hint="give a run folder (reports/<run_id>) "
+                          "or a summary.json / baseline.json path") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"not valid JSON: {exc.msg}", where=f"{path}:{exc.lineno}") from None
+
+
+def _format_run(r: dict[str, Any]) -> FormatRun:
+    checks = [_check(c) for c in r.get("checks", [])]
+    return FormatRun(
+        spec=str(r["spec"]), format=str(r["format"]),
+        figures={str(k): float(v) for k, v in r.get("figures", {}).items()},
+        samples={str(k): [float(x) for x in v] for k, v in r.get("samples", {}).items()},
+        properties={str(k): str(v) for k, v in r.get("properties", {}).items()},
+        checks=checks)
+
+
+def _check(c: dict[str, Any]) -> CheckResult:
+    outcome = str(c["outcome"])
+    if outcome not in OUTCOMES:
+        raise ValueError(f"check {c.get('check')!r} has outcome {outcome!r}, expected one of {OUTCOMES}")
+    return CheckResult(check=str(c["check"]), outcome=outcome, message=str(c.get("message", "")),
+                       duration=float(c.get("duration", 0.0)), rerun=int(c.get("rerun", 0)),
+                       quarantined=bool(c.get("quarantined", False)),
+                       attachments={str(k): str(v) for k, v in c.get("attachments", {}).items()})
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}"
+    return str(exc)

@@ -1,0 +1,328 @@
+"""YAML with line marks: every mapping key and list item knows its file, line and field path.
+
+Why not `yaml.safe_load`: its plain values forget where they came from, so errors could only say
+"invalid spec". Here the document is composed into PyYAML nodes and converted into a `Node` tree
+whose errors read `seed.yml:23: services[1].capabilities[2]: ...`. The same API serves the spec
+loader and the plugin's sidecar files (NAME.test.yml):
+
+    doc = load_yaml("suite.test.yml")            # -> Node (a mapping, or None-valued if empty)
+    fields = doc.mapping(allowed=("boot", "checks"), required=("boot",))
+    timeout = fields["boot"].mapping()["timeout"].as_int()
+    raise fields["checks"].error("must not be empty")   # SpecError with file:line and field path
+
+Hostile input is refused with a SpecError, never a traceback: files over 8 MiB, nesting deeper than
+64, alias expansion beyond 10000 nodes (billion laughs), duplicate keys, non-scalar keys,
+several documents, bad UTF-8 and YAML syntax errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lkit.errors import LkitError, SpecError
+
+MAX_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 10_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class Node:
+    """One YAML value with its place: `value` is dict[str, Node], list[Node] or a plain scalar."""
+
+    value: Any
+    file: str
+    line: int | None
+    path: str = ""  # field path from the document root, e.g. "services[1].capabilities[2]"
+    error_class: type[LkitError] = field(default=SpecError, repr=False, compare=False)
+
+    # --- where -----------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+    def error(self, message: str, hint: str | None = None) -> LkitError:
+        """An error (SpecError unless the tree was built for another class) naming this node."""
+        text = f"{self.path}: {message}" if self.path else message
+        return self.error_class(text, where=self.where, hint=hint)
+
+    # --- shape -----------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        if isinstance(self.value, dict):
+            return "mapping"
+        if isinstance(self.value, list):
+            return "sequence"
+        if self.value is None:
+            return "null"
+        return "scalar"
+
+    def plain(self) -> Any:
+        """The value with every Node unwrapped (dicts, lists, scalars)."""
+        if isinstance(self.value, dict):
+            return {key: child.plain() for key, child in self.value.items()}
+        if isinstance(self.value, list):
+            return [child.plain() for child in self.value]
+        return self.value
+
+    def line_of(self, *keys: str | int) -> int | None:
+        """Line of a descendant (mapping keys and list indexes), or this node's line if absent."""
+        node: Node = self
+        for key in keys:
+            if isinstance(node.value, dict) and isinstance(key, str) and key in node.value:
+                node = node.value[key]
+            elif isinstance(node.value, list) and isinstance(key, int) and 0 <= key < len(node.value):
+                node = node.value[key]
+            else:
+                break
+        return node.line
+
+    # --- typed access ------------------------------------------------------------------------
+    def mapping(self, allowed: Sequence[str] | None = None, required: Sequence[str] = ()) -> dict[str, Node]:
+        """This node as a mapping; unknown keys (listing the allowed ones) and missing keys are errors."""
+        if not isinstance(self.value, dict):
+            raise self.error(f"expected a mapping, got {describe(self.value)}")
+        if allowed is not None:
+            for key, child in self.value.items():
+                if key not in allowed:
+                    raise child.error(
+                        f"unknown key {key!r}", hint="allowed keys: " + ", ".join(allowed))
+        for key in required:
+            if key not in self.value:
+                raise self.error(f"missing required key {key!r}")
+        return self.value
+
+    def sequence(self) -> list[Node]:
+        if not isinstance(self.value, list):
+            raise self.error(f"expected a list, got {describe(self.value)}")
+        return self.value
+
+    def as_str(self, hint: str | None = None) -> str:
+        if not isinstance(self.value, str):
+            raise self.error(f"expected a string, got {describe(self.value)}",
+                             hint=hint or "quote the value if it is meant as text")
+        return self.value
+
+    def as_bool(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.error(f"expected true or false, got {describe(self.value)}")
+        return self.value
+
+    def as_int(self) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.error(f"expected an integer, got {describe(self.value)}")
+        return self.value
+
+    def as_number(self) -> float:
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+            raise self.error(f"expected a number, got {describe(self.value)}")
+        return float(self.value)
+
+    def as_str_list(self) -> list[str]:
+        return [item.as_str() for item in self.sequence()]
+
+    def as_str_map(self) -> dict[str, str]:
+        return {key: child.as_str() for key, child in self.mapping().items()}
+
+    def items(self) -> Iterator[tuple[str, Node]]:
+        return iter(self.mapping().items())
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_plain(cls, value: Any, file: str, path: str = "", line: int | None = None,
+                   error_class: type[LkitError] = SpecError) -> Node:
+        """Wrap JSON-like data (e.g. an image label) so it is validated with the same code."""
+        if isinstance(value, dict):
+            inner: Any = {str(k): cls.from_plain(v, file, _join(path, str(k)), line, error_class)
+                          for k, v in value.items()}
+        elif isinstance(value, list):
+            inner = [cls.from_plain(v, file, f"{path}[{i}]", line, error_class) for i, v in enumerate(value)]
+        else:
+            inner = value
+        return cls(inner, file, line, path, error_class)
+
+
+def describe(value: Any) -> str:
+    """A short description of a value's type and text for error messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return f"{type(value).__name__} {str(value)[:40]!r}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# ----------------------------------------------------------------------------------------------
+def load_yaml(path: str | Path) -> Node:
+    """Read and parse one YAML file (at most 8 MiB) into a Node tree."""
+    name = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError(f"no such file: {name}", where=name) from None
+    except IsADirectoryError:
+        raise SpecError(f"is a directory, not a YAML file: {name}", where=name) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {name}: {exc.strerror}", where=name) from None
+    return load_yaml_bytes(data, name)
+
+
+def load_yaml_bytes(data: bytes, filename: str) -> Node:
+    if len(data) > MAX_BYTES:
+        raise SpecError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", where=filename,
+                        hint="a spec is a few kilobytes; is this the right file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(f"not valid UTF-8 (byte {exc.start})", where=f"{filename}:{line}") from None
+    return load_yaml_text(text, filename)
+
+
+def load_yaml_text(text: str, filename: str = "<text>") -> Node:
+    """Parse YAML text into a Node tree (an empty document gives a Node whose value is None)."""
+    if len(text) > MAX_BYTES:
+        raise SpecError(f"text is larger than {MAX_BYTES // (1024 * 1024)} MiB", where=filename)
+    try:
+        _check_depth(text, filename)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        raise _yaml_error(exc, filename) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}".replace("\n", " "), where=filename) from None
+    except RecursionError:
+        raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", where=filename) from None
+    if root is None:
+        return Node(None, filename, 1)
+    return _Converter(filename).convert(root, "")
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError, filename: str) -> SpecError:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{filename}:{mark.line + 1}" if mark is not None else filename
+    parts = [part for part in (exc.context, exc.problem) if part]
+    message = "YAML syntax error: " + "; ".join(parts) if parts else "YAML syntax error"
+    if mark is not None:
+        message += f" (column {mark.column + 1})"
+    return SpecError(" ".join(message.split()), where=where)
+
+
+def _check_depth(text: str, filename: str) -> None:
+    """Refuse deep nesting from the event stream (the event parser is not recursive, compose is)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                where = f"{filename}:{line}" if line else filename
+                raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", where=where)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+class _Converter:
+    """PyYAML node graph -> Node tree, counting alias expansion and rejecting duplicate keys."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.constructor = yaml.SafeLoader("")
+        self.seen: set[int] = set()
+        self.expanded = 0
+
+    def convert(self, node: yaml.Node, path: str, line: int | None = None, in_alias: bool = False) -> Node:
+        if id(node) in self.seen and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            in_alias = True
+        if in_alias:
+            self.expanded += 1
+            if self.expanded > MAX_ALIAS_NODES:
+                raise SpecError(f"aliases expand to more than {MAX_ALIAS_NODES} nodes",
+                                where=f"{self.filename}:{node.start_mark.line + 1}",
+                                hint="anchors and aliases may be used, but not to build huge documents")
+        self.seen.add(id(node))
+        line = node.start_mark.line + 1 if line is None else line
+        if isinstance(node, yaml.MappingNode):
+            return Node(self._mapping(node, path, in_alias), self.filename, line, path)
+        if isinstance(node, yaml.SequenceNode):
+            items = [self.convert(item, f"{path}[{index}]", None, in_alias)
+                     for index, item in enumerate(node.value)]
+            return Node(items, self.filename, line, path)
+        return Node(self._scalar(node, path), self.filename, line, path)
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            where = f"{self.filename}:{node.start_mark.line + 1}"
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise SpecError(f"{path or 'value'}: cannot read value: {problem}", where=where) from None
+        except (ValueError, OverflowError) as exc:
+            where = f"{self.filename}:{node.start_mark.line + 1}"
+            raise SpecError(f"{path or 'value'}: cannot read value: {exc}", where=where) from None
+
+    def _mapping(self, node: yaml.MappingNode, path: str, in_alias: bool) -> dict[str, Node]:
+        result: dict[str, Node] = {}
+        first_line: dict[str, int] = {}
+        merged: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            where = f"{self.filename}:{key_line}"
+            if key_node.tag == _MERGE_TAG:
+                for key, child in self._merge_sources(value_node, path, in_alias):
+                    merged.setdefault(key, child)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise SpecError(f"{path or 'document'}: a mapping key must be a plain name, not a "
+                                f"{'list' if isinstance(key_node, yaml.SequenceNode) else 'mapping'}",
+                                where=where)
+            key = str(key_node.value)
+            if key in first_line:
+                raise SpecError(f"{_join(path, key)}: duplicate key {key!r} (first at line {first_line[key]})",
+                                where=where, hint="each key may appear once in a mapping")
+            first_line[key] = key_line
+            result[key] = self.convert(value_node, _join(path, key), key_line, in_alias)
+        for key, child in merged.items():
+            result.setdefault(key, child)
+        return result
+
+    def _merge_sources(self, value_node: yaml.Node, path: str, in_alias: bool) -> list[tuple[str, Node]]:
+        """YAML merge keys (`<<: *base`), as LinuxKit's YAML decoder supports them."""
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        pairs: list[tuple[str, Node]] = []
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise SpecError(f"{path or 'document'}: '<<' must merge a mapping or a list of mappings",
+                                where=f"{self.filename}:{source.start_mark.line + 1}")
+            pairs.extend(self.convert(source, path, None, True).value.items())
+        return pairs
+
+
+def load_json_node(text: str, file: str, error_class: type[LkitError] = SpecError) -> Node:
+    """Parse JSON text (an image label) into a Node tree without line numbers."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise error_class(f"invalid JSON: {exc}", where=file) from None
+    return Node.from_plain(value, file, error_class=error_class)
