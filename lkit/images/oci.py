@@ -6,13 +6,12 @@ JSON is serialised with sorted keys and no spaces, and `created` is LinuxKit's f
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lkit.errors import ImageError
 from lkit.images import refs
@@ -43,18 +42,22 @@ class _HashingSink:
 
 def add_layer(store: Store, tar_path: Path) -> tuple[Descriptor, str]:
     """Gzip one uncompressed tar into the store; returns (layer descriptor, diff_id)."""
-    diff = hashlib.sha256()
     try:
-        with contextlib.ExitStack() as stack:
-            src = stack.enter_context(open(tar_path, "rb"))
-            writer = stack.enter_context(store.blob_writer())
-            with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=_HashingSink(writer),
-                               mtime=0) as gz:
-                while chunk := src.read(CHUNK):
-                    diff.update(chunk)
-                    gz.write(chunk)
+        with open(tar_path, "rb") as src:
+            return gzip_into_store(store, src)
     except OSError as exc:
         raise ImageError(f"cannot read layer tar {tar_path}: {exc.strerror or exc}") from None
+
+
+def gzip_into_store(store: Store, src: BinaryIO) -> tuple[Descriptor, str]:
+    """Deterministically gzip an uncompressed tar stream straight into a blob; (descriptor, diff_id)."""
+    diff = hashlib.sha256()
+    with store.blob_writer() as writer:
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=_HashingSink(writer),
+                           mtime=0) as gz:
+            while chunk := src.read(CHUNK):
+                diff.update(chunk)
+                gz.write(chunk)
     assert writer.result is not None
     digest, size = writer.result
     return Descriptor(OCI_LAYER_GZIP, digest, size), "sha256:" + diff.hexdigest()

@@ -87,14 +87,14 @@ def _split_domain(ref: str, name: str) -> tuple[str, str]:
         if not _DOMAIN.match(first):
             raise _bad(ref, f"registry host {first!r} is not a valid host[:port]")
         domain, path = first, remainder
+        if not path:
+            raise _bad(ref, "the repository path after the registry host is empty")
     else:
         domain, path = DEFAULT_DOMAIN, name
     if domain in LEGACY_DOMAINS:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = OFFICIAL_REPO_PREFIX + path
-    if not path:
-        raise _bad(ref, "the repository path after the registry host is empty")
     return domain, path
 
 

@@ -89,7 +89,7 @@ class RunSummary:
                 f"field 'schema' is {version!r}, this lkit reads schema {SCHEMA_VERSION}",
                 where=where, hint="re-run the tests with this lkit version or use a matching lkit")
         try:
-            runs = [_format_run(r) for r in d.get("runs", [])]
+            runs = sorted((_format_run(r) for r in d.get("runs", [])), key=lambda r: (r.spec, r.format))
             return cls(run_id=str(d["run_id"]), started=str(d["started"]), finished=str(d["finished"]),
                        runs=runs, exit_status=d.get("exit_status"))
         except (KeyError, TypeError, ValueError) as exc:

@@ -221,6 +221,8 @@ def load_yaml_text(text: str, filename: str = "<text>") -> Node:
 
 def _yaml_error(exc: yaml.MarkedYAMLError, filename: str) -> SpecError:
     mark = exc.problem_mark or exc.context_mark
+    if exc.context_mark is not None and "end of stream" in (exc.problem or ""):
+        mark = exc.context_mark  # an unclosed quote or bracket: point at where it opened
     where = f"{filename}:{mark.line + 1}" if mark is not None else filename
     parts = [part for part in (exc.context, exc.problem) if part]
     message = "YAML syntax error: " + "; ".join(parts) if parts else "YAML syntax error"
@@ -252,21 +254,26 @@ class _Converter:
         self.seen: set[int] = set()
         self.expanded = 0
 
-    def convert(self, node: yaml.Node, path: str, line: int | None = None, in_alias: bool = False) -> Node:
+    def convert(self, node: yaml.Node, path: str, line: int | None = None, in_alias: bool = False,
+                outer: int | None = None) -> Node:
+        """`outer` is the last line outside alias expansion: where an alias bomb is reported."""
         if id(node) in self.seen and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             in_alias = True
         if in_alias:
             self.expanded += 1
             if self.expanded > MAX_ALIAS_NODES:
-                raise SpecError(f"aliases expand to more than {MAX_ALIAS_NODES} nodes",
-                                where=f"{self.filename}:{node.start_mark.line + 1}",
+                at = outer if outer is not None else node.start_mark.line + 1
+                raise SpecError(f"{path or 'document'}: aliases expand to more than {MAX_ALIAS_NODES} nodes",
+                                where=f"{self.filename}:{at}",
                                 hint="anchors and aliases may be used, but not to build huge documents")
         self.seen.add(id(node))
         line = node.start_mark.line + 1 if line is None else line
+        if not in_alias:
+            outer = line
         if isinstance(node, yaml.MappingNode):
-            return Node(self._mapping(node, path, in_alias), self.filename, line, path)
+            return Node(self._mapping(node, path, in_alias, outer), self.filename, line, path)
         if isinstance(node, yaml.SequenceNode):
-            items = [self.convert(item, f"{path}[{index}]", None, in_alias)
+            items = [self.convert(item, f"{path}[{index}]", None, in_alias, outer)
                      for index, item in enumerate(node.value)]
             return Node(items, self.filename, line, path)
         return Node(self._scalar(node, path), self.filename, line, path)
@@ -282,7 +289,8 @@ class _Converter:
             where = f"{self.filename}:{node.start_mark.line + 1}"
             raise SpecError(f"{path or 'value'}: cannot read value: {exc}", where=where) from None
 
-    def _mapping(self, node: yaml.MappingNode, path: str, in_alias: bool) -> dict[str, Node]:
+    def _mapping(self, node: yaml.MappingNode, path: str, in_alias: bool,
+                 outer: int | None) -> dict[str, Node]:
         result: dict[str, Node] = {}
         first_line: dict[str, int] = {}
         merged: dict[str, Node] = {}
@@ -290,7 +298,7 @@ class _Converter:
             key_line = key_node.start_mark.line + 1
             where = f"{self.filename}:{key_line}"
             if key_node.tag == _MERGE_TAG:
-                for key, child in self._merge_sources(value_node, path, in_alias):
+                for key, child in self._merge_sources(value_node, path, outer):
                     merged.setdefault(key, child)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
@@ -302,12 +310,13 @@ class _Converter:
                 raise SpecError(f"{_join(path, key)}: duplicate key {key!r} (first at line {first_line[key]})",
                                 where=where, hint="each key may appear once in a mapping")
             first_line[key] = key_line
-            result[key] = self.convert(value_node, _join(path, key), key_line, in_alias)
+            result[key] = self.convert(value_node, _join(path, key), key_line, in_alias,
+                                       outer if in_alias else key_line)
         for key, child in merged.items():
             result.setdefault(key, child)
         return result
 
-    def _merge_sources(self, value_node: yaml.Node, path: str, in_alias: bool) -> list[tuple[str, Node]]:
+    def _merge_sources(self, value_node: yaml.Node, path: str, outer: int | None) -> list[tuple[str, Node]]:
         """YAML merge keys (`<<: *base`), as LinuxKit's YAML decoder supports them."""
         sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
         pairs: list[tuple[str, Node]] = []
@@ -315,7 +324,7 @@ class _Converter:
             if not isinstance(source, yaml.MappingNode):
                 raise SpecError(f"{path or 'document'}: '<<' must merge a mapping or a list of mappings",
                                 where=f"{self.filename}:{source.start_mark.line + 1}")
-            pairs.extend(self.convert(source, path, None, True).value.items())
+            pairs.extend(self.convert(source, path, None, True, outer).value.items())
         return pairs
 
 

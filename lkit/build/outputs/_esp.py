@@ -1,0 +1,45 @@
+"""EFI system partition images shared by iso-efi, raw-efi and qcow2-efi (a UKI as BOOTX64.EFI)
+and by iso-efi-initrd (systemd-boot with the kernel and initrd as separate files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lkit.build.outputs import _bootcfg
+from lkit.build.outputs._fat import FatFile, make_fat
+from lkit.build.outputs._tools import data_file
+from lkit.build.outputs._uki import STUB_PACKAGE, make_uki
+from lkit.build.outputs.base import BootFiles
+
+BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
+SYSTEMD_BOOT = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+
+
+def uki_esp(files: BootFiles, work: Path, *, hidden_sectors: int = 0) -> Path:
+    """A FAT image whose only boot file is a UKI carrying kernel, initrd and command line."""
+    work.mkdir(parents=True, exist_ok=True)
+    uki = make_uki(kernel=files.kernel, initrd=files.initrd, cmdline=files.cmdline, name=files.name,
+                   out=work / "BOOTX64.EFI", workdir=work / "uki")
+    versions = work / "boot-versions.txt"
+    versions.write_text(_bootcfg.versions_txt([STUB_PACKAGE]))
+    return make_fat(work / "esp.img", [FatFile(BOOT_PATH, uki), FatFile("boot-versions.txt", versions)],
+                    hidden_sectors=hidden_sectors)
+
+
+def systemd_boot_esp(files: BootFiles, work: Path) -> Path:
+    """A FAT image with systemd-boot, a loader entry, and the kernel and initrd as plain files."""
+    work.mkdir(parents=True, exist_ok=True)
+    conf = work / "loader.conf"
+    conf.write_text(_bootcfg.loader_conf())
+    entry = work / "linuxkit.conf"
+    entry.write_text(_bootcfg.loader_entry(files.cmdline))
+    versions = work / "boot-versions.txt"
+    versions.write_text(_bootcfg.versions_txt([STUB_PACKAGE]))
+    return make_fat(work / "esp.img", [
+        FatFile(BOOT_PATH, data_file(SYSTEMD_BOOT, STUB_PACKAGE)),
+        FatFile("loader/loader.conf", conf),
+        FatFile("loader/entries/linuxkit.conf", entry),
+        FatFile(_bootcfg.KERNEL, files.kernel),
+        FatFile(_bootcfg.INITRD, files.initrd),
+        FatFile("boot-versions.txt", versions),
+    ])

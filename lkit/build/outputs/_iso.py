@@ -1,0 +1,77 @@
+"""ISO 9660 images with El Torito boot entries, written by xorriso from a staging directory.
+
+xorriso is used rather than pycdlib because pycdlib's isohybrid GPT has a wrong partition-array
+CRC (boot-facts.md). Reproducibility: SOURCE_DATE_EPOCH in the environment makes xorriso use the
+fixed time for the volume dates, the volume UUID and every file date; the volume id is fixed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lkit.build.outputs._tools import run
+
+VOLUME_ID = "LINUXKIT"
+_MODIFICATION_DATE = "2017041816300000"  # SOURCE_DATE_EPOCH as an ISO 9660 date (UTC)
+
+
+@dataclass(frozen=True)
+class BiosBoot:
+    """isolinux El Torito entry; paths are inside the ISO."""
+
+    loader: str = "isolinux/isolinux.bin"
+    catalog: str = "isolinux/boot.cat"
+    hybrid_mbr: Path | None = None   # isohdpfx.bin: the ISO also boots as a disk
+
+
+@dataclass(frozen=True)
+class EfiBoot:
+    """El Torito EFI entry: a FAT image inside the ISO (hidden from the directory tree)."""
+
+    image: str = "boot.img"
+    catalog: str = "boot.catalog"
+
+
+def stage(root: Path, files: dict[str, Path]) -> Path:
+    """Copy files into a fresh staging tree (dest path inside the ISO -> source file)."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    for dest, source in sorted(files.items()):
+        target = root / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in dirnames + filenames:
+            os.chmod(os.path.join(dirpath, entry), 0o755 if entry in dirnames else 0o644)
+    return root
+
+
+def make_iso(out: Path, root: Path, *, bios: BiosBoot | None = None, efi: EfiBoot | None = None) -> Path:
+    """Write `root` as a Rock Ridge + Joliet ISO with the requested boot entries."""
+    args: list[str | Path] = [
+        "xorriso", "-as", "mkisofs", "-o", out, "-R", "-J", "-V", VOLUME_ID,
+        "--modification-date=" + _MODIFICATION_DATE, "-uid", "0", "-gid", "0",
+    ]
+    if bios is not None:
+        args += ["-c", bios.catalog, "-b", bios.loader, "-no-emul-boot", "-boot-load-size", "4",
+                 "-boot-info-table"]
+        if bios.hybrid_mbr is not None:
+            args += ["-isohybrid-mbr", bios.hybrid_mbr]
+    if efi is not None:
+        if bios is not None:
+            args += ["-eltorito-alt-boot"]
+        else:
+            args += ["-c", efi.catalog, "-hide", efi.catalog]
+        args += ["-e", efi.image, "-no-emul-boot", "-hide", efi.image]
+    out.unlink(missing_ok=True)
+    run(args + [root])
+    return out
+
+
+def el_torito_report(iso: Path) -> str:
+    """xorriso's plain-text report of the boot entries (used by checks and tests)."""
+    return run(["xorriso", "-indev", iso, "-report_el_torito", "plain", "-report_system_area", "plain"])

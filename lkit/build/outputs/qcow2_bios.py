@@ -1,0 +1,23 @@
+"""qcow2-bios: NAME.qcow2 (LinuxKit's name), the raw-bios disk converted to qcow2 by qemu-img."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lkit.build.outputs import raw_bios
+from lkit.build.outputs._deliver import deliver
+from lkit.build.outputs._qcow2 import to_qcow2
+from lkit.build.outputs.base import BootFiles, OutputFormat
+
+
+def filenames(name: str) -> list[str]:
+    return [f"{name}.qcow2"]
+
+
+def write(files: BootFiles, outdir: Path) -> list[Path]:
+    (target,) = filenames(files.name)
+    raw = raw_bios.build_disk(files, files.workdir / "qcow2-bios.raw")
+    return [deliver(to_qcow2(raw, files.workdir / target), outdir, target)]
+
+
+FORMAT = OutputFormat(name="qcow2-bios", filenames=filenames, write=write, efi=False)

@@ -1,0 +1,108 @@
+"""The QEMU command line for one VM, built as an argument list (never a shell string).
+
+Every VM starts paused (-S) with QMP and both serial ports (ttyS0 console, ttyS1 command channel) on
+unix sockets in a private short directory, so the host connects before the first instruction runs and
+nothing the guest prints is lost.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lkit.machine.artifacts import BootTarget
+
+
+@dataclass(frozen=True)
+class PortForward:
+    host_port: int
+    guest_port: int
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """Unix socket paths (keep the directory short: sun_path holds 108 bytes)."""
+
+    qmp: Path
+    console: Path
+    channel: Path
+
+    @classmethod
+    def in_dir(cls, d: Path) -> "Sockets":
+        s = cls(d / "qmp", d / "s0", d / "s1")
+        if len(str(s.console)) > 100:
+            raise ValueError(f"socket directory {d} is too long for unix sockets (108 bytes)")
+        return s
+
+
+@dataclass(frozen=True)
+class QemuConfig:
+    target: BootTarget
+    sockets: Sockets
+    accel: str = "tcg"                      # tcg | kvm
+    memory_mb: int = 1024
+    cpus: int = 1
+    forwards: tuple[PortForward, ...] = ()
+    firmware_code: Path | None = None       # EFI: OVMF CODE (read-only) ...
+    firmware_vars: Path | None = None       # ... and this VM's private VARS copy
+    qemu: str = "qemu-system-x86_64"
+    vga: bool = True                        # a display device, so screendump has something to dump
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _q(path: Path | str) -> str:
+    """A path inside a QEMU option value (commas are doubled)."""
+    return str(path).replace(",", ",,")
+
+
+def machine_type(target: BootTarget) -> str:
+    return "q35"
+
+
+def build_argv(cfg: QemuConfig) -> list[str]:
+    t = cfg.target
+    argv = [cfg.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-S",
+            "-name", f"lkit-{t.format}",
+            "-machine", f"{machine_type(t)},accel={cfg.accel}",
+            "-m", str(cfg.memory_mb), "-smp", str(cfg.cpus)]
+    if cfg.accel == "kvm":
+        argv += ["-cpu", "host"]
+    argv += ["-qmp", f"unix:{_q(cfg.sockets.qmp)},server=on,wait=off"]
+    for ident, path in (("ser0", cfg.sockets.console), ("ser1", cfg.sockets.channel)):
+        argv += ["-chardev", f"socket,id={ident},path={_q(path)},server=on,wait=off", "-serial", f"chardev:{ident}"]
+    if t.efi:
+        if cfg.firmware_code is None or cfg.firmware_vars is None:
+            raise ValueError("EFI target needs firmware_code and firmware_vars")
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(cfg.firmware_code)}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={_q(cfg.firmware_vars)}"]
+    if t.kind == "direct":
+        assert t.kernel is not None
+        argv += ["-kernel", str(t.kernel)]
+        if t.initrd is not None:
+            argv += ["-initrd", str(t.initrd)]
+        if t.cmdline:
+            argv += ["-append", t.cmdline]
+        if t.squashfs is not None:
+            argv += ["-drive", f"file={_q(t.squashfs)},format=raw,if=virtio,readonly=on"]
+    elif t.kind == "cdrom":
+        argv += ["-drive", f"file={_q(t.cdrom)},format=raw,media=cdrom,readonly=on,if=ide,index=2",
+                 "-boot", "order=d"]
+    elif t.kind == "disk":
+        argv += ["-drive", f"file={_q(t.disk)},format={t.disk_format},if=virtio,snapshot=on"]
+    else:
+        raise ValueError(f"unknown boot kind {t.kind}")
+    fwd = "".join(f",hostfwd=tcp:127.0.0.1:{p.host_port}-:{p.guest_port}" for p in cfg.forwards)
+    argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile="]
+    argv += ["-device", "virtio-rng-pci", "-device", "pvpanic"]
+    if cfg.vga:
+        argv += ["-device", "VGA"]
+    argv += list(cfg.extra)
+    return argv
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (QEMU binds it; a lost race shows as a forwarding error)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

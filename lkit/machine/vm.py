@@ -1,0 +1,432 @@
+"""`Machine`: one QEMU guest as a context manager (lifecycle after QEMU's python/qemu/machine and the
+NixOS test driver).
+
+Start-up: QEMU is launched paused (-S); the host connects QMP and both serial sockets, then sends `cont`
+(t0 of the timeline), so nothing is lost. Every wait is bounded and ends early when QEMU exits or the
+console shows a fatal kernel badness. `__exit__` always ends the process: graceful shutdown on a clean
+exit, `quit` then SIGKILL when leaving by an exception; no QEMU outlives the `with` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from lkit.errors import InfraError, MachineError
+from lkit.machine import accel as accel_mod
+from lkit.machine.artifacts import BootTarget
+from lkit.machine.badness import Badness, BadnessScanner
+from lkit.machine.channel import AgentChannel, CommandResult, ConsoleChannel
+from lkit.machine.firmware import find_ovmf
+from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, free_port
+from lkit.machine.qmp import QmpClient, QmpEvent
+from lkit.machine.stream import SerialStream
+from lkit.machine.timeline import Timeline
+
+BOOT_TIMEOUT = 120.0          # base seconds for the guest to get its command channel up (x multiplier)
+_FORWARD_FAILED = re.compile(r"Could not set up host forwarding rule|could not set up host forwarding",
+                             re.I)
+
+
+@dataclass(frozen=True)
+class ShutdownResult:
+    method: str               # powerdown | quit | kill | exited (QEMU was already gone)
+    reason: str | None        # the SHUTDOWN event's reason, if one came
+    returncode: int | None
+    seconds: float
+
+
+class Machine:
+    """A booted guest: console, QMP, command channel, timeline, events, badness."""
+
+    def __init__(self, target: BootTarget, *, workdir: Path, accel: str = "auto", memory_mb: int = 1024,
+                 cpus: int = 1, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
+                 console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
+                 channel: str = "auto", badness_ignore: Sequence[str] = (),
+                 fail_on_badness: str = "fatal") -> None:
+        if channel not in ("auto", "agent", "console"):
+            raise ValueError("channel must be auto, agent or console")
+        if fail_on_badness not in ("fatal", "any", "never"):
+            raise ValueError("fail_on_badness must be fatal, any or never")
+        self.target = target
+        self.workdir = Path(workdir)
+        self.requested_accel = accel
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.guest_ports = tuple(ports)
+        self._multiplier_override = timeout_multiplier
+        self.console_log = Path(console_log) if console_log else self.workdir / "console.log"
+        self.qemu = qemu
+        self.channel_mode = channel
+        self.fail_on_badness = fail_on_badness
+        self.scanner = BadnessScanner(badness_ignore)
+
+        self.accel = "tcg"
+        self.multiplier = 1.0
+        self.argv: list[str] = []
+        self.timeline = Timeline()
+        self.badness: list[Badness] = []
+        self.forwards: dict[int, int] = {}   # guest port -> host port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._qmp: QmpClient | None = None
+        self._console: SerialStream | None = None
+        self._chan_stream: SerialStream | None = None
+        self._channel: AgentChannel | ConsoleChannel | None = None
+        self._stack = contextlib.ExitStack()
+        self._t0: float | None = None
+        self._cmd_lock = threading.Lock()
+        self._qemu_log: Path = self.workdir / "qemu.log"
+        self._shutdown: ShutdownResult | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> "Machine":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if self._proc is not None and self._shutdown is None:
+                if exc_type is None:
+                    self.shutdown()
+                else:
+                    self._quit_or_kill(time.monotonic())
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Launch paused, connect QMP and both serial sockets, then `cont` (t0 of the timeline)."""
+        if self._proc is not None:
+            raise MachineError("machine already started")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        choice = accel_mod.resolve(self.requested_accel, kernel=self.target.kernel, qemu=self.qemu,
+                                   multiplier=self._multiplier_override)
+        self.accel, self.multiplier = choice.accel, choice.multiplier
+        if shutil.which(self.qemu) is None and not Path(self.qemu).is_file():
+            raise InfraError(f"QEMU not found: {self.qemu}",
+                             hint="install the Debian package qemu-system-x86")
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.close)      # undone by pop_all() once everything is up
+            for attempt in range(3):
+                try:
+                    self._launch()
+                    break
+                except _ForwardRace:
+                    self._teardown_process()
+                    if attempt == 2:
+                        raise InfraError("QEMU could not set up host port forwarding three times in a row",
+                                         hint="another process keeps taking the free ports; retry") from None
+            stack.pop_all()
+
+    def _launch(self) -> None:
+        sockdir = Path(tempfile.mkdtemp(prefix="lkit-", dir="/tmp"))
+        self._stack.callback(shutil.rmtree, sockdir, True)
+        sockets = Sockets.in_dir(sockdir)
+        fw_code = fw_vars = None
+        if self.target.efi:
+            fw = find_ovmf()
+            fw_code, fw_vars = fw.code, fw.copy_vars(self.workdir)
+        self.forwards = {g: free_port() for g in self.guest_ports}
+        cfg = QemuConfig(self.target, sockets, accel=self.accel, memory_mb=self.memory_mb, cpus=self.cpus,
+                         forwards=tuple(PortForward(h, g) for g, h in self.forwards.items()),
+                         firmware_code=fw_code, firmware_vars=fw_vars, qemu=self.qemu)
+        self.argv = build_argv(cfg)
+        qlog = self._stack.enter_context(open(self._qemu_log, "wb"))
+        try:
+            self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
+                                          start_new_session=True)
+        except OSError as exc:
+            raise InfraError(f"cannot start {self.qemu}: {exc}", hint="install qemu-system-x86") from exc
+        self._qmp = QmpClient(sockets.qmp, clock=self._since_t0)
+        try:
+            self._qmp.connect(10.0 * self.multiplier, self._exit_reason)
+        except MachineError:
+            self._raise_startup_failure()
+            raise
+        self._stack.callback(self._qmp.close)
+        log = self._stack.enter_context(open(self.console_log, "w", encoding="utf-8"))
+        chan_log = self._stack.enter_context(open(self.workdir / "channel.log", "w", encoding="utf-8"))
+        self._console = self._open_stream(sockets.console, "ttyS0", log)
+        self._chan_stream = self._open_stream(sockets.channel, "ttyS1", chan_log)
+        self._console.add_line_hook(self._on_console_line)
+        self._console.start()
+        self._chan_stream.start()
+        status = self._qmp.command("query-status")
+        if status.get("status") != "prelaunch":
+            raise MachineError(f"QEMU is not paused before start (status {status.get('status')})")
+        self._qmp.command("cont")
+        self._t0 = time.monotonic()
+
+    def _open_stream(self, path: Path, name: str, log: IO[str]) -> SerialStream:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._stack.callback(sock.close)
+        deadline = time.monotonic() + 10.0 * self.multiplier
+        while True:
+            try:
+                sock.connect(str(path))
+                break
+            except OSError as exc:
+                if self._exit_reason() is not None or time.monotonic() > deadline:
+                    self._raise_startup_failure()
+                    raise MachineError(f"cannot connect to serial socket {path}: {exc}") from None
+                time.sleep(0.02)
+        stream = SerialStream(sock, name=name, log=log, t0=lambda: self._t0)
+        self._stack.callback(stream.close)
+        return stream
+
+    def _raise_startup_failure(self) -> None:
+        if self._proc is None or self._proc.poll() is None:
+            return
+        text = self._qemu_output()
+        if _FORWARD_FAILED.search(text):
+            raise _ForwardRace(text)
+        raise InfraError(f"QEMU failed to start (exit {self._proc.returncode}): {text.strip()[-800:]}",
+                         hint="command line: " + " ".join(self.argv))
+
+    def close(self) -> None:
+        """Release everything; kill QEMU if it is still running (idempotent)."""
+        self._teardown_process()
+        self._stack.close()
+
+    def _teardown_process(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    # -- state -------------------------------------------------------------------------------------
+    def _since_t0(self) -> float:
+        return time.monotonic() - self._t0 if self._t0 is not None else 0.0
+
+    def _qemu_output(self) -> str:
+        try:
+            return self._qemu_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _exit_reason(self) -> str | None:
+        if self._proc is None or self._proc.poll() is None:
+            return None
+        tail = self.console_text()[-1500:] if self._console else ""
+        return (f"QEMU exited with code {self._proc.returncode}\n  command: {' '.join(self.argv)}\n"
+                f"  qemu output: {self._qemu_output().strip()[-600:] or '(none)'}\n"
+                f"  console tail:\n{tail}")
+
+    def _abort_reason(self) -> str | None:
+        if self.fail_on_badness != "never":
+            for b in self.badness:
+                if b.fatal or self.fail_on_badness == "any":
+                    return f"kernel badness on the console ({b.name}) at {b.host_time:.1f}s: {b.line.strip()}"
+        return self._exit_reason()
+
+    def _on_console_line(self, line: str, now: float) -> None:
+        host = now - self._t0 if self._t0 is not None else 0.0
+        self.timeline.feed(line, host)
+        found = self.scanner.scan(line, host)
+        if found is not None:
+            self.badness.append(found)
+
+    @property
+    def events(self) -> list[QmpEvent]:
+        return list(self._qmp.events) if self._qmp else []
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def console_text(self) -> str:
+        return self._console.text() if self._console else ""
+
+    def _require(self) -> tuple[QmpClient, SerialStream, SerialStream]:
+        if self._qmp is None or self._console is None or self._chan_stream is None:
+            raise MachineError("machine not started")
+        return self._qmp, self._console, self._chan_stream
+
+    # -- console -----------------------------------------------------------------------------------
+    def wait_for_console_text(self, regex: str, timeout: float, *, start: int = 0) -> re.Match[str]:
+        """First match of `regex` in the console output (from byte `start`); bounded, aborts early."""
+        _, console, _ = self._require()
+        pattern = re.compile(regex.encode(), re.M)
+        m = console.wait_for(pattern, start=start, timeout=timeout * self.multiplier,
+                             abort_check=self._abort_reason, what=f"waiting for {regex!r} on the console")
+        text = console.data(start).decode("utf-8", "replace")
+        sm = re.compile(regex, re.M).search(text)
+        if sm is None:  # the byte pattern matched across an invalid UTF-8 sequence
+            raise MachineError(f"console matched {regex!r} only as bytes (invalid UTF-8 around it)")
+        return sm
+
+    def send_console(self, text: str) -> None:
+        self._require()[1].send(text.encode())
+
+    # -- commands ----------------------------------------------------------------------------------
+    def channel(self, timeout: float = BOOT_TIMEOUT) -> AgentChannel | ConsoleChannel:
+        """The command channel, set up on first use: lkit-agent if it announces itself, else the console."""
+        if self._channel is not None:
+            return self._channel
+        _, console, chan = self._require()
+        deadline = time.monotonic() + timeout * self.multiplier
+        agent = AgentChannel(chan, abort_check=self._abort_reason)
+        if self.channel_mode == "agent":
+            agent.wait_ready(timeout * self.multiplier)
+            self._channel = agent
+            return agent
+        prompt = re.compile(rb"(login: ?$|^[^\n]*[#$] ?$)", re.M)
+        prompt_seen: float | None = None
+        while self.channel_mode == "auto":
+            if AgentChannel.READY.search(chan.data()):
+                self._channel = agent
+                return agent
+            reason = self._abort_reason()
+            if reason:
+                raise MachineError(f"guest never offered a command channel: {reason}")
+            now = time.monotonic()
+            if prompt_seen is None and prompt.search(console.data()):
+                prompt_seen = now
+            if prompt_seen is not None and now - prompt_seen > 5.0 * self.multiplier:
+                break
+            if now > deadline:
+                raise MachineError(f"no command channel after {timeout * self.multiplier:.0f}s: neither "
+                                   "LKIT-AGENT-READY on ttyS1 nor a shell prompt on the console",
+                                   hint="console tail:\n" + self.console_text()[-1000:])
+            time.sleep(0.1)
+        fallback = ConsoleChannel(console, abort_check=self._abort_reason)
+        fallback.setup(max(10.0, deadline - time.monotonic()))
+        self._channel = fallback
+        return fallback
+
+    def run(self, command: str, timeout: float = 60) -> CommandResult:
+        """Run `command` with `sh` in the guest; (rc, stdout, stderr). Killed in the guest at the timeout."""
+        with self._cmd_lock:
+            return self.channel().run(command, timeout * self.multiplier)
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        result = self.run(command, timeout)
+        if result.rc != 0:
+            raise MachineError(f"command failed with rc {result.rc}: {command}\n  stdout: {result.stdout[-2000:]}"
+                               f"\n  stderr: {result.stderr[-2000:]}")
+        return result.stdout
+
+    def fail(self, command: str, timeout: float = 60) -> str:
+        result = self.run(command, timeout)
+        if result.rc == 0:
+            raise MachineError(f"command succeeded but was expected to fail: {command}\n"
+                               f"  stdout: {result.stdout[-2000:]}")
+        return result.stdout + result.stderr
+
+    def wait_until_succeeds(self, command: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout * self.multiplier
+        last: CommandResult | None = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MachineError(f"command did not succeed within {timeout * self.multiplier:.0f}s: {command}"
+                                   + (f"\n  last rc {last.rc}, stderr: {last.stderr[-1000:]}" if last else ""))
+            with self._cmd_lock:
+                last = self.channel().run(command, max(1.0, min(left, 30.0)))
+            if last.rc == 0:
+                return last.stdout
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    # -- QMP ---------------------------------------------------------------------------------------
+    def qmp(self, command: str, **args: Any) -> Any:
+        return self._require()[0].command(command, **args)
+
+    def forward_port(self, guest_port: int) -> int:
+        """The 127.0.0.1 port forwarded to `guest_port` (added at run time through QMP if needed)."""
+        if guest_port in self.forwards:
+            return self.forwards[guest_port]
+        for _ in range(3):
+            host = free_port()
+            out = self.qmp("human-monitor-command",
+                           **{"command-line": f"hostfwd_add net0 tcp:127.0.0.1:{host}-:{guest_port}"})
+            if not out or not _FORWARD_FAILED.search(str(out)):
+                self.forwards[guest_port] = host
+                return host
+        raise InfraError(f"could not forward a host port to guest port {guest_port}: {out}")
+
+    def screendump(self, path: Path) -> Path:
+        """A PNG of the display (QMP screendump, format png), written atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.qmp("screendump", filename=str(tmp), format="png")
+        os.replace(tmp, path)
+        return path
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    def shutdown(self, timeout: float = 60) -> ShutdownResult:
+        """system_powerdown (the guest runs its onshutdown) -> SHUTDOWN event -> quit -> kill, each bounded."""
+        if self._shutdown is not None:
+            return self._shutdown
+        t = time.monotonic()
+        proc, qmp = self._proc, self._qmp
+        if proc is None or qmp is None:
+            raise MachineError("machine not started")
+        if proc.poll() is not None:
+            self._shutdown = ShutdownResult("exited", self._shutdown_reason(), proc.returncode, 0.0)
+            return self._shutdown
+        mark = len(qmp.events)
+        try:
+            qmp.command("system_powerdown", timeout=10)
+            event = qmp.wait_event("SHUTDOWN", timeout * self.multiplier, after=mark)
+        except MachineError:
+            event = None
+        if event is not None:
+            try:
+                proc.wait(timeout=10 * self.multiplier)
+                self._shutdown = ShutdownResult("powerdown", event.data.get("reason"), proc.returncode,
+                                                time.monotonic() - t)
+                return self._shutdown
+            except subprocess.TimeoutExpired:
+                pass
+        return self._quit_or_kill(t)
+
+    def _quit_or_kill(self, t: float) -> ShutdownResult:
+        proc, qmp = self._proc, self._qmp
+        assert proc is not None
+        if qmp is not None and not qmp.closed and proc.poll() is None:
+            with contextlib.suppress(MachineError):
+                qmp.command("quit", timeout=5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+                self._shutdown = ShutdownResult("quit", self._shutdown_reason(), proc.returncode,
+                                                time.monotonic() - t)
+                return self._shutdown
+        if proc.poll() is None:
+            self._teardown_process()
+            self._shutdown = ShutdownResult("kill", None, proc.returncode, time.monotonic() - t)
+        else:
+            self._shutdown = ShutdownResult("exited", self._shutdown_reason(), proc.returncode,
+                                            time.monotonic() - t)
+        return self._shutdown
+
+    def _shutdown_reason(self) -> str | None:
+        ev = next((e for e in reversed(self.events) if e.name == "SHUTDOWN"), None)
+        return ev.data.get("reason") if ev else None
+
+    # -- facts -------------------------------------------------------------------------------------
+    def facts(self) -> "Any":
+        from lkit.machine.facts import gather
+        return gather(self)
+
+
+class _ForwardRace(MachineError):
+    """QEMU lost the race for a free host port (retried with new ports)."""

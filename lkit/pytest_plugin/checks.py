@@ -1,0 +1,284 @@
+"""The built-in checks, one test item each per (spec, format).
+
+A check raises CheckFailed with ONE line saying what was expected and what was found; the item adds
+the spec, the format and a console excerpt. Checks read the guest through the group's VM and facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from lkit.build import ociconfig
+from lkit.build.builder import build
+from lkit.pytest_plugin.state import Group
+from lkit.spec.capabilities import ALL_CAPABILITIES
+
+ONBOOT_EXIT = re.compile(r"lkit: onboot (\S+) exit (-?\d+)")
+ONSHUTDOWN_EXIT = re.compile(r"lkit: onshutdown (\S+) exit (-?\d+)")
+CAP_SETS = ("effective", "permitted", "bounding")
+
+
+class CheckFailed(AssertionError):
+    """A check's finding: expected vs found, in one line."""
+
+
+def _mb(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+# ---- build ------------------------------------------------------------------------------------
+def check_build(group: Group) -> None:
+    built = group.run.built(group.suite)
+    for art in built.artifacts[group.format]:
+        group.figures[f"size.{art.path.name}"] = art.size
+    group.figures["size.total"] = built.total_size(group.format)
+    if group.suite.path in group.run.build_seconds:
+        group.figures["build.seconds"] = round(group.run.build_seconds[group.suite.path], 3)
+    if group.run.settings.prebuilt is not None or not group.run.settings.determinism:
+        return
+    with tempfile.TemporaryDirectory(prefix="lkit-determinism.", dir=group.run.settings.build_dir) as tmp:
+        again = build(group.suite.spec, [group.format], Path(tmp), store=group.run.store, use_cache=False)
+        first = {a.path.name: a.sha256 for a in built.artifacts[group.format]}
+        second = {a.path.name: a.sha256 for a in again.artifacts[group.format]}
+    differ = sorted(n for n in first if first[n] != second.get(n))
+    if differ:
+        raise CheckFailed(f"not deterministic: a second build gave different bytes for {', '.join(differ)}")
+
+
+def check_size_budget(group: Group) -> None:
+    budget = group.suite.expectations.size_budget(group.format)
+    arts = group.artifacts()
+    sizes = {a.path.name: a.size for a in arts}
+    over = []
+    for name, limit in sorted(budget.items()):
+        if name == "total":
+            found = sum(sizes.values())
+        elif name in sizes:
+            found = sizes[name]
+        else:
+            raise CheckFailed(f"size budget names {name!r}, which this format does not write (it writes {', '.join(sizes)})")
+        if found > limit:
+            over.append(f"{name} {_mb(found)} > budget {_mb(limit)}")
+    if over:
+        raise CheckFailed("over the size budget: " + "; ".join(over))
+
+
+# ---- boot -------------------------------------------------------------------------------------
+def _badness(group: Group) -> list[str]:
+    vm = group.machine()
+    ignore = [re.compile(p) for p in group.suite.expectations.badness_ignore]
+    lines = [getattr(b, "line", str(b)) for b in vm.badness]
+    return [line for line in lines if not any(p.search(line) for p in ignore)]
+
+
+def check_boots(group: Group) -> None:
+    vm = group.machine()
+    group.properties["accelerator"] = str(getattr(vm, "accel", ""))
+    if group.boot_attempts > 1:
+        group.properties["boot_attempts"] = str(group.boot_attempts)
+    bad = _badness(group)
+    if bad:
+        raise CheckFailed(f"kernel badness on the console ({len(bad)} line(s)): {bad[0].strip()}")
+
+
+def timeline_figures(group: Group) -> dict[str, float]:
+    vm = group.machine()
+    figures: dict[str, float] = {}
+    for event in vm.timeline:
+        name, seconds = event.name, event.host
+        figures[f"boot.{name}"] = round(seconds, 3)
+    return figures
+
+
+def check_boot_time(group: Group) -> None:
+    figures = timeline_figures(group)
+    group.figures.update(figures)
+    found = figures.get("boot.services")
+    if found is None:
+        raise CheckFailed("the guest never said 'lkit: services started'")
+    budget = group.suite.expectations.boot_time_budget(group.format)
+    if budget is not None and found > budget:
+        stages = ", ".join(f"{k[5:]} {v:.1f}s" for k, v in sorted(figures.items(), key=lambda kv: kv[1]))
+        raise CheckFailed(f"services running after {found:.1f} s, over the {budget:.1f} s budget (timeline: {stages})")
+
+
+def check_onboot(group: Group) -> None:
+    vm = group.machine()
+    exits = {name: int(rc) for name, rc in ONBOOT_EXIT.findall(vm.console_text())}
+    expected = [e.name for e in group.suite.spec.onboot]
+    missing = [n for n in expected if n not in exits]
+    failed = [f"{n} exit {exits[n]}" for n in expected if n in exits and exits[n] != 0]
+    if failed or missing:
+        parts = []
+        if failed:
+            parts.append("onboot containers failed: " + ", ".join(failed))
+        if missing:
+            parts.append("onboot containers never finished: " + ", ".join(missing))
+        raise CheckFailed("; ".join(parts))
+
+
+def check_services_running(group: Group) -> None:
+    expected = set(group.suite.expectations.services if group.suite.expectations.services is not None
+                   else [e.name for e in group.suite.spec.services])
+    running = set(group.facts().running_services())
+    if running != expected:
+        missing, extra = sorted(expected - running), sorted(running - expected)
+        detail = "; ".join(filter(None, [f"not running: {', '.join(missing)}" if missing else "",
+                                         f"unexpected: {', '.join(extra)}" if extra else ""]))
+        raise CheckFailed(f"services expected {sorted(expected)}, running {sorted(running)} ({detail})")
+
+
+def expected_capabilities(group: Group) -> dict[str, dict[str, set[str]]]:
+    """What LinuxKit's rules give each service: from the spec entry and the image's label."""
+    store = group.run.store
+    idmap = ociconfig.IdMap.from_spec(group.suite.spec)
+    out = {}
+    for entry in group.suite.spec.services:
+        image = store.resolve(entry.image)
+        bundle = ociconfig.generate(entry, ociconfig.ImageInfo(ref=image.ref, config=image.config.get("config") or {}), idmap)
+        caps = bundle.config.get("process", {}).get("capabilities", {}) or {}
+        out[entry.name] = {s: set(caps.get(s) or []) for s in CAP_SETS}
+    return out
+
+
+def check_capabilities(group: Group) -> None:
+    expected = expected_capabilities(group)
+    facts = group.facts()
+    last = facts.cap_last_cap
+    known = set(ALL_CAPABILITIES[: last + 1]) if last is not None else None
+    problems = []
+    for name, sets in sorted(expected.items()):
+        found = facts.capabilities(name)
+        if found is None:
+            problems.append(f"{name}: not running, capabilities unknown")
+            continue
+        for which in CAP_SETS:
+            want = sets[which] & known if known is not None else sets[which]
+            got = set(found[which])
+            if got != want:
+                extra, lacking = sorted(got - want), sorted(want - got)
+                problems.append(f"{name} {which}: " + ", ".join(filter(None, [f"extra {' '.join(extra)}" if extra else "",
+                                                                           f"missing {' '.join(lacking)}" if lacking else ""])))
+    if problems:
+        raise CheckFailed("capabilities differ from the spec: " + "; ".join(problems))
+
+
+def check_files(group: Group) -> None:
+    vm = group.machine()
+    problems = []
+    for entry in group.suite.spec.files:
+        path = "/" + entry.path
+        rc, out, _ = _run(vm, f"stat -c '%F|%a|%u|%g' {shlex.quote(path)}")
+        if rc != 0:
+            if not entry.optional:
+                problems.append(f"{path}: missing")
+            continue
+        kind, mode, uid, gid = out.strip().split("|")
+        want_kind = "directory" if entry.directory else "symbolic link" if entry.symlink is not None else "regular"
+        if want_kind not in kind:
+            problems.append(f"{path}: is a {kind}, expected a {want_kind}")
+            continue
+        if entry.symlink is None:
+            want_mode = entry.mode if entry.mode is not None else (0o700 if entry.directory else 0o600)
+            if int(mode, 8) != want_mode:
+                problems.append(f"{path}: mode {int(mode, 8):04o}, expected {want_mode:04o}")
+            if isinstance(entry.uid, int) and int(uid) != entry.uid or isinstance(entry.gid, int) and int(gid) != entry.gid:
+                problems.append(f"{path}: owner {uid}:{gid}, expected {entry.uid}:{entry.gid}")
+        if entry.contents is not None:
+            _, digest, _ = _run(vm, f"sha256sum {shlex.quote(path)}")
+            want = hashlib.sha256(entry.contents.encode()).hexdigest()
+            if digest.split()[:1] != [want]:
+                problems.append(f"{path}: content differs from the spec's `contents`")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+
+
+def _run(vm, command: str) -> tuple[int, str, str]:
+    result = vm.run(command)
+    return result.rc, result.stdout, result.stderr
+
+
+def check_ports(group: Group) -> None:
+    vm = group.machine()
+    problems = []
+    for port in group.suite.expectations.ports:
+        host_port = vm.forward_port(port.port)
+        error = _probe_port(host_port, port.http, port.expect, deadline=time.monotonic() + 60)
+        if error:
+            problems.append(f"guest port {port.port} (host 127.0.0.1:{host_port}): {error}")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+
+
+def _probe_port(host_port: int, http: str | None, expect: str | None, deadline: float) -> str | None:
+    """Retry until the deadline: a service may still be starting. Returns the last error or None."""
+    error = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            if http is None:
+                with socket.create_connection(("127.0.0.1", host_port), timeout=5) as conn:
+                    conn.settimeout(1)
+                    try:
+                        if conn.recv(1, socket.MSG_PEEK) == b"":
+                            raise ConnectionError("closed at once")  # user-mode NAT accepts even if the guest refuses
+                    except TimeoutError:
+                        pass
+                return None
+            with urllib.request.urlopen(f"http://127.0.0.1:{host_port}{http}", timeout=5) as resp:
+                body = resp.read(1 << 20).decode(errors="replace")
+                if resp.status != 200:
+                    error = f"HTTP {resp.status}"
+                elif expect and not re.search(expect, body):
+                    error = f"HTTP 200 but the body does not match {expect!r}"
+                else:
+                    return None
+        except (OSError, urllib.error.URLError) as exc:
+            error = str(exc)
+        time.sleep(1)
+    return error
+
+
+def check_shutdown(group: Group) -> None:
+    vm = group.machine()
+    result = group.shutdown()
+    text = vm.console_text()
+    ran = {name: int(rc) for name, rc in ONSHUTDOWN_EXIT.findall(text)}
+    expected = [e.name for e in group.suite.spec.onshutdown]
+    problems = []
+    if not getattr(result, "graceful", False):
+        problems.append(f"no clean power-off ({getattr(result, 'how', result)})")
+    if "lkit: poweroff" not in text:
+        problems.append("the guest never printed 'lkit: poweroff'")
+    missing = [n for n in expected if n not in ran]
+    if missing:
+        problems.append("onshutdown never ran: " + ", ".join(missing))
+    failed = [f"{n} exit {ran[n]}" for n in expected if ran.get(n, 0) != 0]
+    if failed:
+        problems.append("onshutdown failed: " + ", ".join(failed))
+    if problems:
+        raise CheckFailed("; ".join(problems))
+
+
+CHECKS: dict[str, Callable[[Group], None]] = {
+    "build": check_build,
+    "size_budget": check_size_budget,
+    "boots": check_boots,
+    "boot_time": check_boot_time,
+    "onboot": check_onboot,
+    "services_running": check_services_running,
+    "capabilities": check_capabilities,
+    "files": check_files,
+    "ports": check_ports,
+    "shutdown": check_shutdown,
+}
+# Checks that need no VM (they still run when a boot fails).
+BUILD_CHECKS = ("build", "size_budget")

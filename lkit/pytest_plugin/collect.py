@@ -1,0 +1,94 @@
+"""Collection: a spec file in a suite folder becomes SPEC.yml::FORMAT::CHECK items."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lkit.errors import LkitError
+from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, CheckFailed
+from lkit.pytest_plugin.state import Group, RunState, SuiteSpec
+
+CONSOLE_EXCERPT_LINES = 25
+
+
+def marker_name(prefix: str, value: str) -> str:
+    return prefix + re.sub(r"[^0-9a-zA-Z]+", "_", value).strip("_").lower()
+
+
+def is_spec_file(path: Path, suites: list[Path]) -> bool:
+    if path.suffix not in (".yml", ".yaml") or path.name.endswith((".test.yml", ".test.yaml")):
+        return False
+    return any(path.parent == s or s in path.parents for s in suites)
+
+
+class SpecFile(pytest.File):
+    """A LinuxKit spec in a suite folder."""
+
+    def collect(self):
+        run: RunState = self.config._lkit_run  # type: ignore[attr-defined]
+        suite = run.suite(self.path)
+        for fmt in suite.formats:
+            yield FormatNode.from_parent(self, name=fmt, suite=suite)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, LkitError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+
+class FormatNode(pytest.Collector):
+    """All checks of one output format of a spec."""
+
+    def __init__(self, *, suite: SuiteSpec, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.suite = suite
+
+    def collect(self):
+        for check in CHECKS:
+            item = CheckItem.from_parent(self, name=check, suite=self.suite, fmt=self.name, check=check)
+            yield item
+
+
+class CheckItem(pytest.Item):
+    """One built-in check of one (spec, format)."""
+
+    def __init__(self, *, suite: SuiteSpec, fmt: str, check: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.suite, self.format, self.check = suite, fmt, check
+        self.add_marker("lkit")
+        self.add_marker(marker_name("lkit_", fmt))
+        self.add_marker(pytest.mark.xdist_group(f"{suite.id}::{fmt}"))
+
+    @property
+    def group(self) -> Group:
+        return self.config._lkit_run.group(self.suite, self.format)  # type: ignore[attr-defined]
+
+    def runtest(self) -> None:
+        CHECKS[self.check](self.group)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.suite.id}::{self.format}::{self.check}"
+
+    def repr_failure(self, excinfo, style=None):
+        exc = excinfo.value
+        head = f"{self.suite.id} [{self.format}] {self.check}: "
+        if isinstance(exc, CheckFailed):
+            text = head + str(exc)
+        elif isinstance(exc, LkitError):
+            text = head + str(exc)
+        else:
+            return super().repr_failure(excinfo, style)
+        excerpt = self.console_excerpt()
+        if excerpt and self.check not in BUILD_CHECKS:
+            text += "\n--- console (last lines) ---\n" + excerpt
+        return text
+
+    def console_excerpt(self) -> str:
+        vm = self.group._vm
+        if vm is None:
+            return ""
+        lines = vm.console_text().splitlines()
+        return "\n".join(lines[-CONSOLE_EXCERPT_LINES:])

@@ -1,0 +1,132 @@
+"""Fixtures for a suite's own test modules (suites/test_NAME.py checks suites/NAME.yml).
+
+Each test that uses one of these is parametrized over the spec's formats (`lkit_format`), so
+`test_nginx[iso-efi]` runs on the iso-efi VM, the same VM the built-in checks of that format used.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lkit.build.builder import Artifact
+from lkit.pytest_plugin.state import Group, SuiteSpec
+
+LKIT_FIXTURES = ("lkit_format", "lkit_image", "lkit_vm", "machine", "host", "lkit_group")
+
+
+def _module_spec_path(module: Any, module_path: Path) -> Path | None:
+    marker = getattr(module, "pytestmark", None)
+    for mark in marker if isinstance(marker, list) else [marker] if marker else []:
+        if getattr(mark, "name", "") == "lkit_spec":
+            return (module_path.parent / mark.args[0]).resolve()
+    stem = module_path.stem
+    if stem.startswith("test_"):
+        for suffix in (".yml", ".yaml"):
+            candidate = module_path.with_name(stem[5:] + suffix)
+            if candidate.exists():
+                return candidate.resolve()
+    return None
+
+
+def suite_of(node: pytest.Item | pytest.Metafunc) -> SuiteSpec | None:
+    """The suite spec a test module belongs to, or None for ordinary tests."""
+    module = getattr(node, "module", None)
+    path = getattr(module, "__file__", None)
+    if module is None or path is None:
+        return None
+    spec_path = _module_spec_path(module, Path(path))
+    if spec_path is None:
+        return None
+    run = node.config._lkit_run  # type: ignore[attr-defined]
+    if not any(spec_path.parent == s or s in spec_path.parents for s in run.settings.suites):
+        return None
+    return run.suite(spec_path)
+
+
+def parametrize_formats(metafunc: pytest.Metafunc) -> None:
+    if not any(name in metafunc.fixturenames for name in LKIT_FIXTURES):
+        return
+    suite = suite_of(metafunc)
+    if suite is None:
+        return
+    if "lkit_format" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("lkit_format")
+    metafunc.parametrize("lkit_format", suite.formats, ids=suite.formats, scope="module")
+
+
+@pytest.fixture(scope="module")
+def lkit_group(request: pytest.FixtureRequest, lkit_format: str) -> Group:
+    suite = suite_of(request)
+    if suite is None:
+        raise pytest.UsageError(f"{request.node.nodeid}: lkit fixtures need a spec: name the module test_NAME.py beside "
+                                "NAME.yml, or set pytestmark = pytest.mark.lkit_spec('NAME.yml')")
+    return request.config._lkit_run.group(suite, lkit_format)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class LkitImage:
+    """The built artifacts of the current format."""
+
+    format: str
+    artifacts: list[Artifact]
+
+    @property
+    def files(self) -> list[Path]:
+        return [a.path for a in self.artifacts]
+
+    def file(self, suffix: str) -> Path:
+        for a in self.artifacts:
+            if a.path.name.endswith(suffix):
+                return a.path
+        raise KeyError(f"no artifact ending in {suffix!r}: {[a.path.name for a in self.artifacts]}")
+
+
+@pytest.fixture(scope="module")
+def lkit_image(lkit_group: Group) -> LkitImage:
+    return LkitImage(lkit_group.format, lkit_group.artifacts())
+
+
+@pytest.fixture(scope="module")
+def lkit_vm(lkit_group: Group) -> Any:
+    """The booted VM (lkit.machine.vm.Machine): run, succeed, fail, wait_for_console_text, forward_port, qmp."""
+    return lkit_group.machine()
+
+
+@pytest.fixture(scope="module")
+def machine(lkit_vm: Any) -> Any:
+    """Alias of lkit_vm, named as in the NixOS test driver."""
+    return lkit_vm
+
+
+class HostFixture:
+    """Holds the `host` fixture; registered after pytest-testinfra so this definition wins."""
+
+    @pytest.fixture(scope="module")
+    def host(self, request: pytest.FixtureRequest) -> Any:
+        """testinfra Host: over the guest's command channel in suite modules, testinfra's own elsewhere."""
+        if suite_of(request) is not None:
+            from lkit.machine.testinfra_backend import lkit_host
+
+            return lkit_host(request.getfixturevalue("lkit_vm"))
+        import testinfra
+
+        hosts = request.config.getoption("hosts", None)
+        return testinfra.get_host(hosts.split(",")[0] if hosts else "local://")
+
+
+def keep_for_debugging(group: Group, seconds: float) -> None:
+    """--lkit-keep-vm: leave a failed VM up for a bounded time and say how to reach it."""
+    vm = group._vm
+    sys.stderr.write(f"\nlkit: keeping the VM of {group.key} for {seconds:.0f} s (Ctrl-C to stop early)\n"
+                     f"  QMP: {getattr(vm, 'qmp_socket', '?')}\n  console: {getattr(vm, 'console_socket', '?')}\n"
+                     f"  console log: {getattr(vm, 'console_log', '?')}\n")
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,113 @@
+"""Command-line options (`--lkit-*`), each with an ini key of the same name (`lkit_*`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lkit.build.outputs.base import FORMAT_NAMES
+
+# (option name without --lkit-, ini/help text, default, type)
+_OPTIONS: list[tuple[str, str, str | None]] = [
+    ("suites", "folders (relative to rootdir) whose *.yml specs are collected", "suites"),
+    ("formats", "comma-separated output formats to test (default: each spec's own list)", None),
+    ("accel", "accelerator: auto (probe KVM, fall back to TCG), kvm or tcg", "auto"),
+    ("timeout-multiplier", "multiply every guest timeout (default: by accelerator, TCG 1.0 of the budgets given)", None),
+    ("store", "OCI image store (default: $LKIT_STORE or ~/.cache/lkit/store)", None),
+    ("build-dir", "where specs are built (default: <rootdir>/build)", None),
+    ("prebuilt", "test artifacts already built in this folder (e.g. by linuxkit) instead of building", None),
+    ("report-dir", "where runs write reports (default: <rootdir>/reports)", None),
+    ("baseline", "baseline JSON to compare this run with; regressions fail the run", None),
+    ("thresholds", "regression thresholds, e.g. 'size=5%,time=25%,time_floor=1.5s'", None),
+    ("quarantine", "quarantine YAML (test id patterns with a reason and an expiry date)", None),
+    ("reruns", "how many times a failed boot is retried before it counts (recorded in reports)", "0"),
+    ("keep-vm", "on a failed check, keep the VM running this many seconds for debugging (prints its sockets)", "0"),
+    ("no-determinism", "skip the second build that checks byte-identical outputs", None),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lkit", "lkit: build, boot and check LinuxKit specs")
+    for name, text, default in _OPTIONS:
+        dest = "lkit_" + name.replace("-", "_")
+        if name == "no-determinism":
+            group.addoption(f"--lkit-{name}", action="store_true", dest=dest, default=None, help=text)
+            parser.addini(dest, text, type="bool", default=False)
+            continue
+        group.addoption(f"--lkit-{name}", dest=dest, default=None, metavar=name.upper().replace("-", "_"), help=text)
+        parser.addini(dest, text, default=default)
+
+
+def _get(config: pytest.Config, name: str) -> str | None:
+    dest = "lkit_" + name.replace("-", "_")
+    value = config.getoption(dest)
+    if value is None:
+        value = config.getini(dest)
+    if value in ("", None):
+        return None
+    return str(value) if not isinstance(value, bool) else ("1" if value else None)
+
+
+@dataclass
+class Settings:
+    rootdir: Path
+    suites: list[Path]
+    formats: list[str] | None
+    accel: str
+    timeout_multiplier: float | None
+    store: Path | None
+    build_dir: Path
+    prebuilt: Path | None
+    report_dir: Path
+    baseline: Path | None
+    thresholds: str | None
+    quarantine: Path | None
+    reruns: int
+    keep_vm: float
+    determinism: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        root = Path(config.rootpath)
+
+        def path(name: str, default: Path | None = None) -> Path | None:
+            value = _get(config, name)
+            return (root / value).resolve() if value else default
+
+        formats = _get(config, "formats")
+        if formats:
+            wanted = [f.strip() for f in formats.split(",") if f.strip()]
+            unknown = [f for f in wanted if f not in FORMAT_NAMES]
+            if unknown:
+                raise pytest.UsageError(f"--lkit-formats: unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMAT_NAMES)}")
+        accel = _get(config, "accel") or "auto"
+        if accel not in ("auto", "kvm", "tcg"):
+            raise pytest.UsageError(f"--lkit-accel: {accel!r} is not one of auto, kvm, tcg")
+        multiplier = _get(config, "timeout-multiplier")
+        try:
+            reruns = int(_get(config, "reruns") or 0)
+            keep_vm = float(_get(config, "keep-vm") or 0)
+            factor = float(multiplier) if multiplier else None
+        except ValueError as exc:
+            raise pytest.UsageError(f"lkit option: {exc}") from None
+        store = path("store") or (Path(os.environ["LKIT_STORE"]) if os.environ.get("LKIT_STORE") else None)
+        return cls(
+            rootdir=root,
+            suites=[(root / s.strip()).resolve() for s in (_get(config, "suites") or "suites").split(",")],
+            formats=[f.strip() for f in formats.split(",")] if formats else None,
+            accel=accel,
+            timeout_multiplier=factor,
+            store=store,
+            build_dir=path("build-dir", root / "build"),
+            prebuilt=path("prebuilt"),
+            report_dir=path("report-dir", root / "reports"),
+            baseline=path("baseline"),
+            thresholds=_get(config, "thresholds"),
+            quarantine=path("quarantine"),
+            reruns=reruns,
+            keep_vm=keep_vm,
+            determinism=not bool(_get(config, "no-determinism")),
+        )

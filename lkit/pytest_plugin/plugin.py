@@ -1,0 +1,150 @@
+"""lkit's pytest plugin (entry point `pytest11: lkit`).
+
+`pytest suites/` collects every spec in the suite folders, builds each once, boots each output format
+once, runs the built-in checks and the suite's own test modules on that VM, and writes reports.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from lkit.pytest_plugin import fixtures
+from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name
+from lkit.pytest_plugin.options import Settings, add_options
+from lkit.pytest_plugin.results import Results
+from lkit.pytest_plugin.state import RunState
+
+SHUTDOWN_CHECK = "shutdown"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def _new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lkit: an lkit built-in check of a spec in a suite")
+    from lkit.build.outputs.base import FORMAT_NAMES
+
+    for fmt in FORMAT_NAMES:
+        config.addinivalue_line("markers", f"{marker_name('lkit_', fmt)}: lkit items of output format {fmt}")
+    config.addinivalue_line("markers", "lkit_spec(name): the spec file a suite test module checks (default: test_NAME.py -> NAME.yml)")
+    settings = Settings.from_config(config)
+    workerinput = getattr(config, "workerinput", None)
+    run_id = workerinput["lkit_run_id"] if workerinput and "lkit_run_id" in workerinput else _new_run_id()
+    run = RunState(settings, run_id)
+    config._lkit_run = run  # type: ignore[attr-defined]
+    config._lkit_results = Results(run, worker=workerinput["workerid"] if workerinput else None)  # type: ignore[attr-defined]
+    # Registered last so that our `host` (a testinfra Host over the guest's console) wins over
+    # pytest-testinfra's own, for suite modules; elsewhere ours falls back to testinfra's.
+    config.pluginmanager.register(fixtures.HostFixture(), "lkit-host-fixture")
+
+
+def pytest_configure_node(node) -> None:
+    """xdist controller -> workers: one run id, so every worker writes into the same run folder."""
+    node.workerinput["lkit_run_id"] = node.config._lkit_run.run_id
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    run: RunState = parent.config._lkit_run
+    if is_spec_file(file_path, run.settings.suites):
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    fixtures.parametrize_formats(metafunc)
+
+
+def _group_key(item: pytest.Item) -> tuple[str, str] | None:
+    if isinstance(item, CheckItem):
+        return (str(item.suite.path), item.format)
+    suite = fixtures.suite_of(item)
+    callspec = getattr(item, "callspec", None)
+    if suite is not None and callspec is not None and "lkit_format" in callspec.params:
+        return (str(suite.path), callspec.params["lkit_format"])
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each (spec, format) together: checks, then the suite's tests on the same VM, then shutdown."""
+    first_seen: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(items):
+        key = _group_key(item)
+        if key is not None:
+            first_seen.setdefault(key, index)
+            if not isinstance(item, CheckItem):
+                item.add_marker(pytest.mark.xdist_group(f"{Path(key[0]).name}::{key[1]}"))
+                item.add_marker(marker_name("lkit_", key[1]))
+
+    def order(pair: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+        index, item = pair
+        key = _group_key(item)
+        if key is None:
+            return (index, 0, index)
+        phase = 2 if isinstance(item, CheckItem) and item.check == SHUTDOWN_CHECK else (0 if isinstance(item, CheckItem) else 1)
+        return (first_seen[key], phase, index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=order)]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    key = _group_key(item)
+    if key is None:
+        return
+    results: Results = item.config._lkit_results  # type: ignore[attr-defined]
+    results.record(item, report, key)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """When a group's last item ran, release its VM at once (one VM at a time on a small machine)."""
+    key = _group_key(item)
+    if key is None:
+        return
+    if nextitem is None or _group_key(nextitem) != key:
+        run: RunState = item.config._lkit_run  # type: ignore[attr-defined]
+        for group in run.groups.values():
+            if (str(group.suite.path), group.format) == key:
+                keep = run.settings.keep_vm
+                if keep and group._vm is not None and item.config._lkit_results.failed(key):  # type: ignore[attr-defined]
+                    fixtures.keep_for_debugging(group, keep)
+                group.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    run: RunState | None = getattr(config, "_lkit_run", None)
+    if run is None:
+        return
+    try:
+        run.close()
+    finally:
+        results: Results = config._lkit_results  # type: ignore[attr-defined]
+        status = results.finish(int(exitstatus))
+        if status is not None and status != exitstatus:
+            session.exitstatus = status
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    results: Results | None = getattr(config, "_lkit_results", None)
+    if results is not None:
+        for line in results.summary_lines():
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run: RunState | None = getattr(config, "_lkit_run", None)
+    if run is not None:
+        run.close()
+

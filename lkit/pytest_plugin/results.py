@@ -1,0 +1,110 @@
+"""Turns pytest reports into lkit's run summary, and hands it to lkit.report at the end.
+
+Under xdist each worker writes its part (`<run>/parts/<worker>.json`); the controller merges the
+parts and writes the reports once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from lkit.pytest_plugin.state import RunState
+from lkit.report.model import CheckResult, FormatRun, RunSummary
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _one_line(report: pytest.TestReport) -> str:
+    text = str(report.longrepr) if report.longrepr else ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        text = report.longrepr[2]
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:500]
+    return ""
+
+
+class Results:
+    def __init__(self, run: RunState, worker: str | None) -> None:
+        self.run = run
+        self.worker = worker
+        self.started = _now()
+        self.checks: dict[tuple[str, str], list[CheckResult]] = {}
+        self.lines: list[str] = []
+
+    def record(self, item: pytest.Item, report: pytest.TestReport, key: tuple[str, str]) -> None:
+        if report.when == "call" or (report.when == "setup" and not report.passed) or (report.when == "teardown" and report.failed):
+            name = getattr(item, "check", None) or item.name
+            outcome = "passed" if report.passed else "skipped" if report.skipped else ("failed" if report.when == "call" else "error")
+            attachments = {}
+            group = self._group(key)
+            if group is not None:
+                console = self.run.run_dir / "console" / f"{group.suite.spec.name}-{group.format}.log"
+                if console.exists():
+                    attachments["console"] = str(console)
+            self.checks.setdefault(key, []).append(CheckResult(
+                check=name, outcome=outcome, message="" if report.passed else _one_line(report),
+                duration=round(report.duration, 3), attachments=attachments,
+                rerun=max(0, (group.boot_attempts - 1)) if group is not None else 0))
+
+    def failed(self, key: tuple[str, str]) -> bool:
+        return any(c.outcome in ("failed", "error") for c in self.checks.get(key, []))
+
+    def _group(self, key: tuple[str, str]):
+        for group in self.run.groups.values():
+            if (str(group.suite.path), group.format) == key:
+                return group
+        return None
+
+    def _format_runs(self) -> list[FormatRun]:
+        runs = []
+        for key, checks in self.checks.items():
+            group = self._group(key)
+            spec_path = Path(key[0])
+            try:
+                spec_id = str(spec_path.relative_to(self.run.settings.rootdir))
+            except ValueError:
+                spec_id = str(spec_path)
+            figures = dict(group.figures) if group else {}
+            properties = dict(group.properties) if group else {}
+            properties.setdefault("lkit", __import__("lkit").__version__)
+            runs.append(FormatRun(spec=spec_id, format=key[1], figures=figures, properties=properties, checks=checks))
+        return runs
+
+    def finish(self, exitstatus: int) -> int | None:
+        """Write this process's results; on the controller, the reports and the gate's verdict."""
+        runs = self._format_runs()
+        parts = self.run.run_dir / "parts"
+        if self.worker is not None:
+            if runs:
+                parts.mkdir(parents=True, exist_ok=True)
+                summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs)
+                _atomic_json(parts / f"{self.worker}.json", summary.to_json())
+            return None
+        if parts.exists():
+            for part in sorted(parts.glob("*.json")):
+                runs += RunSummary.from_json(json.loads(part.read_text())).runs
+        if not runs:
+            return None
+        summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs, exit_status=exitstatus)
+        from lkit.pytest_plugin.reporting import write_reports
+
+        status, lines = write_reports(summary, self.run)
+        self.lines = lines
+        return status
+
+    def summary_lines(self) -> list[str]:
+        return self.lines
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)

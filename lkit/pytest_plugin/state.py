@@ -1,0 +1,220 @@
+"""What a pytest session shares between items: each spec built once, each (spec, format) booted once.
+
+Items of one (spec, format) group run together (see plugin.py's ordering): the built-in checks, then
+the suite's own tests on the same VM, then `shutdown`. A VM is released when its group ends, when the
+next group starts, or at the end of the session, whichever comes first; the ExitStack guarantees it.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lkit.build.builder import Artifact, BuiltImage, build
+from lkit.build.outputs.base import get_format
+from lkit.errors import LkitError, MachineError
+from lkit.images.store import Store
+from lkit.pytest_plugin.expectations import Expectations, load_expectations
+from lkit.pytest_plugin.options import Settings
+from lkit.spec import load_spec
+from lkit.spec.model import Spec
+
+SHELL_READY = r"lkit: shell ready"
+
+
+@dataclass
+class SuiteSpec:
+    """A spec file of a suite with its expectations and the formats this run tests."""
+
+    path: Path
+    spec: Spec
+    expectations: Expectations
+    formats: list[str]
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+
+def load_suite_spec(path: Path, settings: Settings) -> SuiteSpec:
+    spec = load_spec([path])
+    expectations = load_expectations(path.with_name(path.name.rsplit(".", 1)[0] + ".test.yml"))
+    formats = expectations.formats or spec.outputs or ["kernel+initrd"]
+    if settings.formats is not None:
+        formats = [f for f in formats if f in settings.formats]
+    return SuiteSpec(path=path, spec=spec, expectations=expectations, formats=formats)
+
+
+@dataclass
+class Group:
+    """One (spec, format): its build, its VM, and the figures the reports need."""
+
+    suite: SuiteSpec
+    format: str
+    run: RunState
+    figures: dict[str, float] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)
+    boot_attempts: int = 0
+    _vm: Any = None
+    _boot_error: LkitError | None = None
+    _stack: ExitStack = field(default_factory=ExitStack)
+    _facts: Any = None
+    closed: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.suite.id}::{self.format}"
+
+    def artifacts(self) -> list[Artifact]:
+        return self.run.built(self.suite).artifacts[self.format]
+
+    def machine(self) -> Any:
+        """The booted VM of this group; boots on first use (with the configured reruns)."""
+        if self._vm is not None:
+            return self._vm
+        if self._boot_error is not None:
+            raise MachineError(f"the VM did not boot: {self._boot_error}")
+        if self.closed:
+            raise MachineError("the VM of this group was already shut down")
+        self.run.release_others(self)
+        for attempt in range(self.run.settings.reruns + 1):
+            self.boot_attempts = attempt + 1
+            try:
+                self._vm = self._boot()
+                break
+            except LkitError as exc:
+                self._stack.close()
+                self._stack = ExitStack()
+                self._boot_error = exc
+        else:
+            assert self._boot_error is not None
+            raise self._boot_error
+        self._boot_error = None
+        return self._vm
+
+    def _boot(self) -> Any:
+        from lkit.machine.artifacts import boot_target
+        from lkit.machine.vm import Machine
+
+        exp = self.suite.expectations
+        target = boot_target(self.format, [a.path for a in self.artifacts()])
+        workdir = self.run.vm_dir(self.key)
+        console = self.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
+        console.parent.mkdir(parents=True, exist_ok=True)
+        vm = self._stack.enter_context(Machine(
+            target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=exp.cpus,
+            ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
+            console_log=console))
+        vm.start()
+        for marker in exp.markers:
+            vm.wait_for_console_text(marker, timeout=exp.boot_timeout)
+        vm.wait_for_console_text(SHELL_READY, timeout=exp.boot_timeout)
+        return vm
+
+    def facts(self) -> Any:
+        if self._facts is None:
+            from lkit.machine.facts import gather_facts
+
+            self._facts = gather_facts(self.machine())
+        return self._facts
+
+    def shutdown(self) -> Any:
+        vm = self.machine()
+        try:
+            return vm.shutdown()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = self.closed or self._vm is not None
+        self._stack.close()
+        self._vm = None
+
+
+class RunState:
+    """Session-wide state of the plugin."""
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.run_dir = settings.report_dir / run_id
+        self.suites: dict[Path, SuiteSpec] = {}
+        self.groups: dict[str, Group] = {}
+        self._builds: dict[Path, BuiltImage | LkitError] = {}
+        self.build_seconds: dict[Path, float] = {}
+        self._vm_root: Path | None = None
+        self._stack = ExitStack()
+
+    @property
+    def store(self) -> Store:
+        return Store(self.settings.store) if self.settings.store else Store.default()
+
+    def vm_dir(self, key: str) -> Path:
+        if self._vm_root is None:
+            import tempfile
+
+            self._vm_root = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-vm.")))
+        path = self._vm_root / key.replace("::", "-").replace("/", "_")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def suite(self, path: Path) -> SuiteSpec:
+        if path not in self.suites:
+            self.suites[path] = load_suite_spec(path, self.settings)
+        return self.suites[path]
+
+    def group(self, suite: SuiteSpec, fmt: str) -> Group:
+        key = f"{suite.id}::{fmt}"
+        if key not in self.groups:
+            self.groups[key] = Group(suite=suite, format=fmt, run=self)
+        return self.groups[key]
+
+    def release_others(self, keep: Group) -> None:
+        """Only one VM at a time per worker: memory and CPU are what a 2-core machine lacks."""
+        for group in self.groups.values():
+            if group is not keep and group._vm is not None:
+                group.close()
+
+    def built(self, suite: SuiteSpec) -> BuiltImage:
+        """Build every format of the suite's spec once per session (or pick up prebuilt artifacts)."""
+        cached = self._builds.get(suite.path)
+        if isinstance(cached, LkitError):
+            raise cached
+        if cached is not None:
+            return cached
+        started = time.monotonic()
+        try:
+            if self.settings.prebuilt is not None:
+                result = prebuilt_image(suite, self.settings.prebuilt)
+            else:
+                outdir = self.settings.build_dir / suite.spec.name
+                result = build(suite.spec, suite.formats, outdir, store=self.store)
+        except LkitError as exc:
+            self._builds[suite.path] = exc
+            raise
+        self.build_seconds[suite.path] = time.monotonic() - started
+        self._builds[suite.path] = result
+        return result
+
+    def close(self) -> None:
+        for group in self.groups.values():
+            group.close()
+        self._stack.close()
+
+
+def prebuilt_image(suite: SuiteSpec, folder: Path) -> BuiltImage:
+    """Artifacts built elsewhere (by LinuxKit, say), found by LinuxKit's file names."""
+    from lkit.build.builder import _sha256_file
+
+    result = BuiltImage(name=suite.spec.name, outdir=folder, key="prebuilt")
+    for fmt in suite.formats:
+        names = get_format(fmt).filenames(suite.spec.name)
+        missing = [n for n in names if not (folder / n).exists()]
+        if missing:
+            raise MachineError(f"--lkit-prebuilt {folder}: no {', '.join(missing)} for format {fmt}",
+                               hint=f"build them with: linuxkit build --format {fmt} --dir {folder} {suite.path}")
+        result.artifacts[fmt] = [Artifact(folder / n, (folder / n).stat().st_size, _sha256_file(folder / n)) for n in names]
+    return result

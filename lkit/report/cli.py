@@ -1,0 +1,104 @@
+"""`lkit report ...`: compare runs, build baselines, show a run, gate CI on a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lkit.report.baseline import Baseline, load_reference
+from lkit.report.compare import Thresholds, compare
+from lkit.report.gate import Quarantine, evaluate
+from lkit.report.human import markdown, write_human
+from lkit.report.junit import write_junit
+from lkit.report.model import ReportError, RunSummary
+
+THRESHOLD_HELP = ("KEY=VALUE, repeatable: size=5 (%%), size-floor=4096 (bytes), time=20 (%%), "
+                  "time-floor=0.5 (s), k=3 (x spread), or FIGURE-GLOB=PCT such as boot.shell=10")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    report = subparsers.add_parser("report", help="compare runs, make baselines, show runs, gate CI")
+    sub = report.add_subparsers(dest="report_command", metavar="ACTION")
+    sub.required = True
+
+    p = sub.add_parser("compare", help="compare a run with a baseline or an older run; exit code as the gate")
+    p.add_argument("base", help="baseline.json, or a run folder / summary.json to compare against")
+    p.add_argument("new", help="the new run folder (reports/<run_id>) or its summary.json")
+    _gate_options(p)
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("gate", help="exit code for a run: checks, quarantine, and a baseline when given")
+    p.add_argument("new", help="the run folder (reports/<run_id>) or its summary.json")
+    p.add_argument("--baseline", help="baseline.json or a run folder to compare against")
+    _gate_options(p)
+    p.set_defaults(func=_gate)
+
+    p = sub.add_parser("baseline", help="combine run folders into a baseline (medians and spread)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or summary.json files")
+    p.add_argument("-o", "--output", required=True, help="where to write the baseline JSON")
+    p.set_defaults(func=_baseline)
+
+    p = sub.add_parser("show", help="print a run as Markdown; --regenerate rewrites its JUnit and HTML")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--regenerate", action="store_true", help="rewrite junit-*.xml, report.md, report.html")
+    p.set_defaults(func=_show)
+
+
+def _gate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE", help=THRESHOLD_HELP)
+    p.add_argument("--quarantine", help="YAML list of {id: GLOB, reason, expires: YYYY-MM-DD}")
+    p.add_argument("--write-reports", action="store_true",
+                   help="also add the comparison to report.md / report.html in the new run folder")
+
+
+def _run_gate(new_path: str, base_path: str | None, args: argparse.Namespace) -> int:
+    thresholds = Thresholds.parse(args.threshold)
+    quarantine = Quarantine.load(args.quarantine) if args.quarantine else None
+    new = RunSummary.load(new_path)
+    comparison = compare(load_reference(base_path), new, thresholds) if base_path else None
+    result = evaluate(new, comparison, quarantine)
+    if comparison is not None:
+        for finding in comparison.improvements:
+            print(f"improved   {finding.line}")
+        for finding in comparison.notes:
+            print(f"note       {finding.line}")
+    for line in result.lines():
+        print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
+    if args.write_reports and Path(new_path).is_dir():
+        write_human(new, Path(new_path), comparison)
+    return result.exit_code
+
+
+def _compare(args: argparse.Namespace) -> int:
+    return _run_gate(args.new, args.base, args)
+
+
+def _gate(args: argparse.Namespace) -> int:
+    return _run_gate(args.new, args.baseline, args)
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    summaries = []
+    for path in args.runs:
+        ref = load_reference(path)
+        if isinstance(ref, Baseline):
+            raise ReportError("a baseline cannot be an input of another baseline", where=path,
+                              hint="give the run folders the first baseline was made from")
+        summaries.append(ref)
+    baseline = Baseline.from_runs(summaries)
+    out = baseline.save(args.output)
+    print(f"baseline of {len(summaries)} run(s), {len(baseline.formats)} format(s): {out}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    summary = RunSummary.load(args.run)
+    if args.regenerate:
+        folder = Path(args.run)
+        if not folder.is_dir():
+            raise ReportError("--regenerate needs a run folder, not a file", where=args.run)
+        write_junit(summary, folder)
+        write_human(summary, folder)
+    sys.stdout.write(markdown(summary))
+    return 0

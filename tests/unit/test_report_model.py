@@ -1,0 +1,102 @@
+"""summary.json round trip, schema check, run folder, and atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lkit.report.atomic import atomic_open, write_text
+from lkit.report.model import CheckResult, FormatRun, ReportError, RunSummary
+from lkit.report.summary import run_dir, write_run, write_summary
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "reports"
+
+
+def base() -> RunSummary:
+    return RunSummary.load(DATA / "run-base.json")
+
+
+def test_round_trip_is_lossless_and_stable(tmp_path):
+    summary = base()
+    assert len(summary.runs) == 2 and summary.runs[0].checks[0].check == "build"
+    path = summary.save(tmp_path / "summary.json")
+    again = RunSummary.load(path)
+    assert again == summary
+    assert path.read_bytes() == again.save(tmp_path / "second.json").read_bytes()
+    assert json.loads(path.read_text())["schema"] == 1
+
+
+def test_plugin_style_construction_serialises(tmp_path):
+    run = FormatRun(spec="suites/x.yml", format="raw-bios", figures={"size.total": 1.0})
+    run.checks.append(CheckResult("boots", "failed", "no 'shell ready' within 60 s", rerun=1))
+    summary = RunSummary("r1", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", [run], exit_status=1)
+    loaded = RunSummary.load(write_summary(summary, tmp_path))
+    assert loaded.runs[0].check("boots").rerun == 1
+    assert loaded.runs[0].check("boots").failed
+
+
+def test_wrong_schema_is_a_clear_error(tmp_path):
+    data = base().to_json()
+    data["schema"] = 99
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(ReportError) as exc:
+        RunSummary.load(tmp_path)
+    assert "schema" in str(exc.value) and str(tmp_path / "summary.json") in str(exc.value)
+
+
+def test_bad_outcome_and_missing_field_are_named(tmp_path):
+    data = base().to_json()
+    data["runs"][0]["checks"][0]["outcome"] = "exploded"
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="exploded"):
+        RunSummary.load(tmp_path / "a.json")
+    data["runs"][0]["checks"][0]["outcome"] = "passed"
+    del data["run_id"]
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="missing field 'run_id'"):
+        RunSummary.load(tmp_path / "b.json")
+
+
+def test_broken_json_reports_file_and_line(tmp_path):
+    (tmp_path / "summary.json").write_text('{\n "schema": 1,\n oops\n}')
+    with pytest.raises(ReportError) as exc:
+        RunSummary.load(tmp_path)
+    assert exc.value.where == f"{tmp_path / 'summary.json'}:3"
+
+
+def test_atomic_write_leaves_no_partial_file_on_exception(tmp_path):
+    target = tmp_path / "summary.json"
+    write_text(target, "old complete content\n")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as handle:
+            handle.write("half of the new")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old complete content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_atomic_write_of_new_file_on_exception_creates_nothing(tmp_path):
+    class Boom:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot serialise")
+
+    summary = base()
+    summary.runs[0].properties["bad"] = Boom()  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        summary.save(tmp_path / "summary.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_folder_holds_every_report(tmp_path):
+    folder = write_run(base(), tmp_path)
+    assert folder == tmp_path / "20261130T070000Z-base01"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["junit-linuxkit-iso-efi.xml", "junit-linuxkit-kernel_initrd.xml",
+                     "report.html", "report.md", "summary.json"]
+
+
+def test_run_id_must_be_a_plain_name(tmp_path):
+    with pytest.raises(ReportError, match="plain name"):
+        run_dir("../escape", tmp_path)
