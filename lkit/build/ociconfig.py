@@ -49,8 +49,8 @@ class IdMap:
             ids[entry.name] = number  # a reused name maps to its last use, as in LinuxKit
         return cls(ids)
 
-    def resolve(self, value: Any) -> int:
-        """A number, "" / "root" (0), or a container name; KeyError/TypeError otherwise."""
+    def lookup(self, value: Any) -> int:
+        """A number, "" / "root" (0), or a container name; KeyError (unknown name) or TypeError."""
         if isinstance(value, bool):
             raise TypeError("a uid or gid must be a number or a name")
         if isinstance(value, int):
@@ -60,6 +60,16 @@ class IdMap:
                 return 0
             return self.ids[value]
         raise TypeError("a uid or gid must be a number or a name")
+
+    def resolve(self, value: Any, where: str | None = None) -> int:
+        """Like lookup, but a SpecError at `where` naming the known containers."""
+        try:
+            return self.lookup(value)
+        except KeyError:
+            raise SpecError(f"unknown user or group {value!r}", where=where,
+                            hint="a number, root, or a container name: " + ", ".join(sorted(self.ids))) from None
+        except TypeError as exc:
+            raise SpecError(str(exc), where=where) from None
 
 
 @dataclass
@@ -134,7 +144,7 @@ class _Ctx:
     def appended(self, key: str) -> list[str]:
         """spec KEY, else label KEY + spec KEY.add (ordered, de-duplicated)."""
         if key in self.spec:
-            return list(self.spec[key])
+            return list(dict.fromkeys(self.spec[key]))
         merged = list(self.label.get(key, [])) + list(self.spec.get(key + ".add", []))
         return list(dict.fromkeys(merged))
 
@@ -215,7 +225,7 @@ def generate_all(spec: Spec, images: Mapping[str, ImageInfo]) -> list[Bundle]:
 def _user(ctx: _Ctx, idmap: IdMap) -> dict[str, Any]:
     def one(key: str, value: Any) -> int:
         try:
-            return idmap.resolve(value)
+            return idmap.lookup(value)
         except KeyError:
             raise ctx.error(key, f"unknown user or group {value!r}",
                             hint="a number, root, or a container name: " + ", ".join(sorted(idmap.ids))) from None
@@ -241,10 +251,13 @@ def _expand_caps(names: list[str], ctx: _Ctx, key: str) -> list[str]:
 
 
 def _capabilities(ctx: _Ctx) -> dict[str, list[str]]:
-    """Effective = listed; Bounding/Permitted/Inheritable = listed ∪ ambient, sorted; none unless listed."""
+    """Effective = listed; Bounding/Permitted/Inheritable = listed ∪ ambient, sorted; none unless listed.
+
+    Duplicates are dropped (LinuxKit copies them into Effective; runc ignores them).
+    """
     caps = _expand_caps(ctx.appended("capabilities"), ctx, "capabilities")
     ambient_raw = ctx.pick("ambient", [])
-    ambient = _expand_caps(list(ambient_raw), ctx, "ambient")
+    ambient = _expand_caps(list(dict.fromkeys(ambient_raw)), ctx, "ambient")
     bounding = sorted(set(caps) | set(ambient))
     out: dict[str, list[str]] = {}
     for key, value in (("bounding", bounding), ("effective", caps), ("inheritable", bounding),

@@ -23,9 +23,9 @@ from typing import IO, Any, BinaryIO
 from lkit.errors import ImageError
 from lkit.images import refs
 from lkit.images.oci import canonical_json, gzip_into_store
-from lkit.images.store import (CHUNK, CONTAINERD_NAME, GZIP_MAGIC, INDEX_TYPES, OCI_CONFIG, OCI_INDEX,
+from lkit.images.store import (CHUNK, CONTAINERD_NAME, GZIP_MAGIC, LAYOUT_VERSION, OCI_CONFIG, OCI_INDEX,
                                OCI_LAYER_GZIP, OCI_MANIFEST, REF_NAME, ZSTD_MAGIC, Descriptor, Store,
-                               LAYOUT_VERSION)
+                               content_media_type)
 
 MTIME = 1492533000  # 2017-04-18 16:30 UTC
 
@@ -152,7 +152,7 @@ def _import_tree(store: Store, src: _Source, desc: Descriptor, label: str) -> No
     """Copy a manifest or index and everything it names (index children the archive lacks are skipped)."""
     _copy_blob(store, src, desc, label)
     data = store.read_json(desc.digest, "manifest")
-    if desc.media_type in INDEX_TYPES or "manifests" in data:
+    if "manifests" in data:
         children = [Descriptor.from_json(c, f"{src.label}: index {desc.digest}") for c in data.get("manifests") or []]
         present = [c for c in children if store.has_blob(c.digest) or _blob_name(c.digest) in src.names()]
         if not present:
@@ -188,7 +188,8 @@ def _import_oci(store: Store, src: _Source, override: str | None) -> list[Import
     for desc in descs:
         name = _oci_name(desc, override, src.label)
         _import_tree(store, src, desc, name)
-        out.append(Imported(name, Descriptor(desc.media_type, desc.digest, desc.size, platform=desc.platform)))
+        media = content_media_type(store.read_json(desc.digest, "manifest"), desc.media_type)
+        out.append(Imported(name, Descriptor(media, desc.digest, desc.size, platform=desc.platform)))
     return out
 
 
@@ -271,7 +272,7 @@ def _export_root(store: Store, ref: str, platform: str) -> tuple[str, Descriptor
         image = store.resolve(name, platform)  # raises the usual "not in the store" error
         return name, Descriptor(OCI_MANIFEST, image.digest, store.blob_path(image.digest).stat().st_size)
     data = store.read_json(desc.digest, "manifest")
-    if desc.media_type in INDEX_TYPES or "manifests" in data:
+    if "manifests" in data:
         children = [Descriptor.from_json(c, f"index {desc.digest}") for c in data.get("manifests") or []]
         if not all(_complete(store, c) for c in children):
             image = store.resolve(name, platform)

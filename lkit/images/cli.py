@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from lkit.images.archive import export_archive, import_archive
@@ -25,8 +29,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     store = _store(args)
     for path in args.files:
-        for item in import_archive(store, Path(path), name=args.name):
-            print(f"imported {item.ref} {item.descriptor.digest}")
+        with contextlib.ExitStack() as stack:
+            if path == "-":  # like `linuxkit cache import -`: spool stdin (tar needs random access)
+                spool = stack.enter_context(tempfile.NamedTemporaryFile(dir=store.tmp_dir, suffix=".tar"))
+                shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+                spool.flush()
+                path = spool.name
+            for item in import_archive(store, Path(path), name=args.name):
+                print(f"imported {item.ref} {item.descriptor.digest}")
     return 0
 
 
@@ -44,6 +54,22 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from lkit.images.registry import pull
+    store = _store(args)
+    for ref in args.images:
+        image = pull(store, ref, platform=args.platform, insecure=args.plain_http)
+        print(f"pulled {image.ref} {image.digest}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from lkit.images.registry import push
+    digest = push(_store(args), args.image, dest=args.dest, insecure=args.plain_http, platform=args.platform)
+    print(f"pushed {args.dest or args.image} {digest}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("cache", help="list, import, export and remove images in the lkit store")
     parser.add_argument("--store", default=None,
@@ -56,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("import", help="import OCI layout tars (linuxkit cache export), docker save tars "
                                       "or OCI layout directories")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="archive, OCI layout directory, or - for stdin")
     p.add_argument("--name", default=None, help="name for an archive holding one unnamed image")
     p.set_defaults(func=cmd_import)
 
@@ -66,6 +92,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--platform", default="linux/amd64", help="platform to export when only part of an "
                                                              "index is present (default linux/amd64)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("pull", help="fetch images from a registry into the store (credentials: "
+                                    "~/.docker/config.json)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--platform", default="linux/amd64")
+    p.add_argument("--plain-http", action="store_true", help="use HTTP, not HTTPS (loopback registries only)")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="push a stored image to a registry")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("dest", nargs="?", default=None, metavar="DEST", help="push under this name instead")
+    p.add_argument("--platform", default="linux/amd64")
+    p.add_argument("--plain-http", action="store_true", help="use HTTP, not HTTPS (loopback registries only)")
+    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("rm", help="remove image names from the store")
     p.add_argument("images", nargs="+", metavar="IMAGE")

@@ -226,6 +226,10 @@ class PackageFS:
                 path = norm(info.name)
                 if not path:
                     continue
+                parent = posixpath.dirname(path)
+                while parent and parent not in self.entries:  # implied directories
+                    self.entries[parent] = FsEntry(parent, "dir", 0o755, package)
+                    parent = posixpath.dirname(parent)
                 if info.isdir():
                     if path not in self.entries:
                         self.entries[path] = FsEntry(path, "dir", info.mode & 0o7777, package)

@@ -66,7 +66,7 @@ def iter_layer(tar_path: Path, image: str) -> Iterator[LayerEntry]:
     """Yield the entries of the uncompressed layer `tar_path` of `image`, refusing hostile ones."""
     seen_files: set[str] = set()
     try:
-        with tarfile.open(tar_path, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
+        with tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape") as tf:
             for info in tf:
                 entry = _entry(info, image, seen_files)
                 if entry is not None:

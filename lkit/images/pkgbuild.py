@@ -42,6 +42,7 @@ import posixpath
 import re
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -420,7 +421,7 @@ class Assembler:
             path = posixpath.join(parent, posixpath.basename(path)) if parent else posixpath.basename(path)
             entry = self.fs.entries.get(path)
             if entry is None:
-                raise ImageError(f"/{src} is not in the packages (at /{path})")
+                raise ImageError(f"/{debian.norm(src)} is not in the packages (at /{path})")
             if entry.kind != "symlink":
                 break
             if dest is None:
@@ -428,7 +429,7 @@ class Assembler:
             target = entry.linkname if entry.linkname.startswith("/") else posixpath.join("/" + parent, entry.linkname)
             path = debian.norm(target)
         else:
-            raise ImageError(f"/{src}: too many symbolic links")
+            raise ImageError(f"/{debian.norm(src)}: too many symbolic links")
         if entry.kind == "dir":
             self.tree.add(dest or path, Entry("dir", entry.mode))
         else:
@@ -581,8 +582,17 @@ def passwd_group(users: list[User]) -> tuple[bytes, bytes]:
     return passwd.encode(), group.encode()
 
 
-def overlay_files(tree: ImageTree, root: Path) -> None:
-    """Copy a host tree over the image, keeping permission bits (owner root, fixed times)."""
+@dataclass(frozen=True)
+class HostFile:
+    rel: str
+    kind: str        # "file", "dir", "symlink"
+    mode: int
+    data: bytes      # file contents or symlink target
+
+
+def snapshot_files(root: Path) -> list[HostFile]:
+    """files/ read once, sorted: the same bytes are hashed and copied even if it changes meanwhile."""
+    out: list[HostFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
@@ -590,16 +600,27 @@ def overlay_files(tree: ImageTree, root: Path) -> None:
             rel = full.relative_to(root).as_posix()
             st = full.lstat()
             if stat.S_ISLNK(st.st_mode):
-                tree.add(rel, Entry("symlink", 0o777, link=os.readlink(full)))
+                out.append(HostFile(rel, "symlink", 0o777, os.readlink(full).encode()))
             elif stat.S_ISDIR(st.st_mode):
-                tree.add(rel, Entry("dir", stat.S_IMODE(st.st_mode)))
+                out.append(HostFile(rel, "dir", stat.S_IMODE(st.st_mode), b""))
             elif stat.S_ISREG(st.st_mode):
-                tree.add(rel, Entry("file", stat.S_IMODE(st.st_mode), full.read_bytes()))
+                out.append(HostFile(rel, "file", stat.S_IMODE(st.st_mode), full.read_bytes()))
             else:
                 raise ImageError(f"{full}: only files, directories and symlinks can be copied into an image")
+    return out
 
 
-def assemble(spec: BuildSpec, fs: debian.PackageFS, locked: list[Locked], scratch: Path) -> ImageTree:
+def overlay_files(tree: ImageTree, files: list[HostFile]) -> None:
+    """Copy a host tree over the image, keeping permission bits (owner root, fixed times)."""
+    for f in files:
+        if f.kind == "symlink":
+            tree.add(f.rel, Entry("symlink", 0o777, link=f.data.decode()))
+        else:
+            tree.add(f.rel, Entry(f.kind, f.mode, f.data))
+
+
+def assemble(spec: BuildSpec, fs: debian.PackageFS, locked: list[Locked], scratch: Path,
+             files: list[HostFile]) -> ImageTree:
     tree = ImageTree()
     owners = {e.name: e for e in locked}
     asm = Assembler(fs, tree, scratch, owners)
@@ -628,15 +649,14 @@ def assemble(spec: BuildSpec, fs: debian.PackageFS, locked: list[Locked], scratc
         passwd, group = passwd_group(spec.users)
         tree.add("etc/passwd", Entry("file", 0o644, passwd))
         tree.add("etc/group", Entry("file", 0o644, group))
-    if spec.files:
-        overlay_files(tree, spec.files)
+    overlay_files(tree, files)
     return tree
 
 
 # -- inputs, store ------------------------------------------------------------------------------
 
 
-def inputs_hash(spec: BuildSpec) -> str:
+def inputs_hash(spec: BuildSpec, files: list[HostFile]) -> str:
     """Hash of everything the image is made from: build.yml, build.lock, files/, this code."""
     h = hashlib.sha256(f"lkit-pkgbuild {BUILDER_VERSION}\n".encode())
 
@@ -646,21 +666,10 @@ def inputs_hash(spec: BuildSpec) -> str:
 
     add("build.yml", (spec.directory / "build.yml").read_bytes())
     add("build.lock", (spec.directory / "build.lock").read_bytes())
-    for module in (debian, __import__(__name__, fromlist=["x"])):
+    for module in (debian, sys.modules[__name__]):
         add(f"source {module.__name__}", Path(module.__file__ or "").read_bytes())
-    if spec.files:
-        for dirpath, dirnames, filenames in os.walk(spec.files):
-            dirnames.sort()
-            for name in sorted(filenames + dirnames):
-                full = Path(dirpath) / name
-                st = full.lstat()
-                rel = full.relative_to(spec.files).as_posix()
-                if stat.S_ISLNK(st.st_mode):
-                    add(f"link {rel}", os.readlink(full).encode())
-                elif stat.S_ISREG(st.st_mode):
-                    add(f"file {rel} {stat.S_IMODE(st.st_mode):o}", full.read_bytes())
-                else:
-                    add(f"dir {rel} {stat.S_IMODE(st.st_mode):o}", b"")
+    for f in files:
+        add(f"{f.kind} {f.rel} {f.mode:o}", f.data)
     return "sha256:" + h.hexdigest()
 
 
@@ -712,7 +721,8 @@ def build(directory: Path, store: Store, *, update: bool = False,
                         hint=f"resolve and pin the packages with `lkit pkg build --update {spec.directory}`")
     else:
         locked = match_lock(spec, old, lock_path)
-    inputs = inputs_hash(spec)
+    files = snapshot_files(spec.files) if spec.files else []
+    inputs = inputs_hash(spec, files)
     if store.lookup(spec.ref) is not None:
         try:
             digest, size, previous = _image_size(store, spec.ref)
@@ -724,7 +734,7 @@ def build(directory: Path, store: Store, *, update: bool = False,
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"lkit-pkg-{spec.name}-")))
         debs = [(e.name, debian.download(e.name, e.version, e.sha256)[0]) for e in locked]
         fs = debian.PackageFS.open(debs, scratch)
-        tree = assemble(spec, fs, locked, scratch)
+        tree = assemble(spec, fs, locked, scratch, files)
         layer = scratch / "layer.tar"
         with open(layer, "wb") as fh:
             write_tar(fh, tree.entries)

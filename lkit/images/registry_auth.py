@@ -95,7 +95,9 @@ def load_credentials(registry: str, config_path: Path | None = None) -> Credenti
 def _from_auth_entry(entry: dict, key: str, path: Path) -> Credentials | None:
     if entry.get("auth"):
         try:
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+            if not sep:
+                raise ValueError("no colon")
         except (ValueError, UnicodeDecodeError):
             raise ImageError(f"{path}: auths[{key!r}].auth is not base64 of USER:PASSWORD") from None
         return Credentials(user, password)

@@ -4,7 +4,8 @@ Layout: oci-layout, index.json, blobs/sha256/<hex>. Names live in index.json as 
 org.opencontainers.image.ref.name holding the fully expanded reference (LinuxKit's convention).
 Every blob is hashed before it becomes visible and re-verified when read, so a corrupt or truncated
 file is an ImageError, never silently bad bytes. lkit's own scratch lives beside blobs/ (lkit-tmp/,
-lkit-uncompressed/) where OCI tools ignore it.
+lkit-uncompressed/) where OCI tools ignore it. Index updates hold fcntl locks on <root>/.lock and on
+index.json (the file `linuxkit cache` locks), and replace index.json atomically.
 """
 
 from __future__ import annotations
@@ -219,14 +220,18 @@ class Store:
         self.blobs_dir = self.root / "blobs" / "sha256"
         self.tmp_dir = self.root / "lkit-tmp"
         self.uncompressed_dir = self.root / "lkit-uncompressed" / "sha256"
-        for d in (self.blobs_dir, self.tmp_dir, self.uncompressed_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        if not (self.root / "oci-layout").exists():
-            self._write_json_atomic(self.root / "oci-layout", LAYOUT_VERSION)
-        if not (self.root / "index.json").exists():
-            with self.lock():
-                if not (self.root / "index.json").exists():
-                    self._write_json_atomic(self.root / "index.json", _empty_index())
+        try:
+            for d in (self.blobs_dir, self.tmp_dir, self.uncompressed_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            if not (self.root / "oci-layout").exists():
+                self._write_json_atomic(self.root / "oci-layout", LAYOUT_VERSION)
+            if not (self.root / "index.json").exists():
+                with self.lock():
+                    if not (self.root / "index.json").exists():
+                        self._write_json_atomic(self.root / "index.json", _empty_index())
+        except OSError as exc:
+            raise ImageError(f"cannot use {self.root} as the image store: {exc.strerror or exc}",
+                             hint="give a writable directory (--lkit-store / LKIT_STORE)") from None
 
     @classmethod
     def default(cls) -> "Store":
@@ -307,13 +312,26 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive inter-process lock on <root>/.lock (fcntl record lock, as LinuxKit's cache uses)."""
-        with open(self.root / LOCK_FILE, "a+b") as f:
-            fcntl.lockf(f.fileno(), fcntl.LOCK_EX)
+        """Exclusive inter-process lock for index updates.
+
+        Two fcntl write locks (F_SETLKW over the whole file, what LinuxKit's util.Lock takes):
+        <root>/.lock, stable across index rewrites, orders lkit processes; then index.json itself,
+        which is the file `linuxkit cache` locks before it edits the index, so neither tool
+        rewrites the index while the other holds it.
+        """
+        with contextlib.ExitStack() as stack:
+            lock_file = stack.enter_context(open(self.root / LOCK_FILE, "a+b"))
+            fcntl.lockf(lock_file.fileno(), fcntl.LOCK_EX)
+            stack.callback(fcntl.lockf, lock_file.fileno(), fcntl.LOCK_UN)
             try:
-                yield
-            finally:
-                fcntl.lockf(f.fileno(), fcntl.LOCK_UN)
+                index_fd = os.open(self.root / "index.json", os.O_RDWR)
+            except FileNotFoundError:
+                index_fd = -1
+            if index_fd >= 0:
+                stack.callback(os.close, index_fd)
+                fcntl.lockf(index_fd, fcntl.LOCK_EX)
+                stack.callback(fcntl.lockf, index_fd, fcntl.LOCK_UN)
+            yield
 
     def _read_index(self) -> dict:
         path = self.root / "index.json"
@@ -330,12 +348,17 @@ class Store:
         return data
 
     def _write_json_atomic(self, path: Path, data: dict) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=False).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(data, indent=2).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(name, 0o644)
+            os.replace(name, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
 
     def _entries(self) -> list[Descriptor]:
         where = str(self.root / "index.json")
@@ -417,8 +440,10 @@ class Store:
 
     def _resolve_descriptor(self, name: str, desc: Descriptor, wanted: dict[str, str], platform: str) -> Image:
         data = self.read_json(desc.digest, "manifest")
-        media = desc.media_type or data.get("mediaType", "")
-        if media in INDEX_TYPES or (not media and "manifests" in data):
+        # The content decides, not the descriptor: `linuxkit cache export` labels plain manifests
+        # with the index media type.
+        media = data.get("mediaType") or desc.media_type or ""
+        if "manifests" in data:
             children = [Descriptor.from_json(d, f"index {desc.digest}") for d in data.get("manifests") or []]
             matches = [c for c in children if _platform_matches(c.platform, wanted)]
             if not matches:
@@ -428,7 +453,7 @@ class Store:
                                  f"{', '.join(offered) or 'none'}",
                                  hint="build or pull it for linux/amd64 (lkit boots amd64 guests)")
             return self._resolve_descriptor(name, matches[0], wanted, platform)
-        if media not in MANIFEST_TYPES and "layers" not in data:
+        if media not in MANIFEST_TYPES and "config" not in data:
             raise ImageError(f"image {name}: {desc.digest} has unsupported media type {media!r}")
         where = f"manifest {desc.digest} of {name}"
         config_desc = Descriptor.from_json(data.get("config"), where)
@@ -445,6 +470,12 @@ class Store:
             raise ImageError(f"image {name}: config lists {len(diff_ids)} diff_ids but the manifest has "
                              f"{len(layers)} layers")
         return Image(ref=name, digest=desc.digest, manifest=data, config=config, layers=layers)
+
+    def ensure(self, ref: str, *, platform: str = "linux/amd64", pull: bool = False, offline: bool = False,
+               insecure: bool = False) -> Image:
+        """The builder's entry: the local image, else (unless `offline`) pulled; `pull` forces a fetch."""
+        from lkit.images import registry  # registry needs the store; import late to avoid a cycle
+        return registry.ensure(self, ref, platform=platform, pull_policy=pull, offline=offline, insecure=insecure)
 
     # -- uncompressed layers -----------------------------------------------------------------
 
@@ -524,6 +555,15 @@ def _zstd_decompress(src: BinaryIO, layer: Descriptor) -> Iterator[bytes]:
                 proc.wait(timeout=10)
         if proc.returncode != 0:
             raise ImageError(f"layer {layer.digest}: broken zstd stream: {err.decode(errors='replace').strip()}")
+
+
+def content_media_type(data: dict, fallback: str = "") -> str:
+    """The media type a manifest/index JSON really is (its own field, else its shape)."""
+    if data.get("mediaType"):
+        return str(data["mediaType"])
+    if "manifests" in data:
+        return OCI_INDEX
+    return OCI_MANIFEST if "config" in data else fallback
 
 
 def _empty_index() -> dict:

@@ -31,6 +31,8 @@ CHUNK = 3072              # base64 characters per request line (a multiple of 4)
 HOST_GRACE = 10.0         # the host waits this much longer than the guest-side timeout
 _B64_LINE = re.compile(rb"^[A-Za-z0-9+/=]*$")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A login or shell prompt at the end of the console output (busybox ash may add a cursor query ESC[6n).
+PROMPT = re.compile(rb"(login: ?|[#$] ?)(\x1b\[[0-9;?]*[A-Za-z])*$")
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,7 @@ class ConsoleChannel:
         deadline = time.monotonic() + timeout
         start = self.stream.position()
         self.stream.send(b"\n")
-        prompt = re.compile(rb"(login: ?$|[#$] ?$)", re.M)
-        match = self.stream.wait_for(prompt, start=start, timeout=timeout, abort_check=self.abort_check,
+        match = self.stream.wait_for(PROMPT, start=start, timeout=timeout, abort_check=self.abort_check,
                                      what="waiting for a shell or login prompt on the console")
         if match.group(0).startswith(b"login"):
             self.stream.send(b"root\n")

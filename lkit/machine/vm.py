@@ -29,7 +29,7 @@ from lkit.errors import InfraError, MachineError
 from lkit.machine import accel as accel_mod
 from lkit.machine.artifacts import BootTarget
 from lkit.machine.badness import Badness, BadnessScanner
-from lkit.machine.channel import AgentChannel, CommandResult, ConsoleChannel
+from lkit.machine.channel import PROMPT, AgentChannel, CommandResult, ConsoleChannel
 from lkit.machine.firmware import find_ovmf
 from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
@@ -289,7 +289,6 @@ class Machine:
             agent.wait_ready(timeout * self.multiplier)
             self._channel = agent
             return agent
-        prompt = re.compile(rb"(login: ?$|^[^\n]*[#$] ?$)", re.M)
         prompt_seen: float | None = None
         while self.channel_mode == "auto":
             if AgentChannel.READY.search(chan.data()):
@@ -299,7 +298,7 @@ class Machine:
             if reason:
                 raise MachineError(f"guest never offered a command channel: {reason}")
             now = time.monotonic()
-            if prompt_seen is None and prompt.search(console.data()):
+            if prompt_seen is None and PROMPT.search(console.data()):
                 prompt_seen = now
             if prompt_seen is not None and now - prompt_seen > 5.0 * self.multiplier:
                 break

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lkit.errors import InfraError
 from lkit.pytest_plugin import fixtures
 from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name
 from lkit.pytest_plugin.options import Settings, add_options
@@ -104,7 +105,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if key is None:
         return
     results: Results = item.config._lkit_results  # type: ignore[attr-defined]
-    results.record(item, report, key)
+    results.record(item, report, key, infra=call.excinfo is not None and isinstance(call.excinfo.value, InfraError))
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from lkit.pytest_plugin.state import RunState
 from lkit.report.model import RunSummary
+from lkit.report.summary import finish_run
 
 
 def write_reports(summary: RunSummary, run: RunState) -> tuple[int | None, list[str]]:
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    summary.save(run.run_dir / "summary.json")
-    return None, [f"lkit: reports in {run.run_dir}"]
+    settings = run.settings
+    result = finish_run(summary, run.run_dir, baseline=settings.baseline,
+                        quarantine=settings.quarantine, thresholds=settings.thresholds)
+    return (result.exit_code or None), [*result.lines(), f"lkit: reports in {run.run_dir}"]

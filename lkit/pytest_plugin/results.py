@@ -7,13 +7,14 @@ parts and writes the reports once.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from lkit.errors import EXIT_INFRA
 from lkit.pytest_plugin.state import RunState
+from lkit.report.atomic import write_text
 from lkit.report.model import CheckResult, FormatRun, RunSummary
 
 
@@ -38,8 +39,10 @@ class Results:
         self.started = _now()
         self.checks: dict[tuple[str, str], list[CheckResult]] = {}
         self.lines: list[str] = []
+        self.infra_failure = False  # QEMU or a host tool missing: the gate answers 11, not 1
 
-    def record(self, item: pytest.Item, report: pytest.TestReport, key: tuple[str, str]) -> None:
+    def record(self, item: pytest.Item, report: pytest.TestReport, key: tuple[str, str], *, infra: bool = False) -> None:
+        self.infra_failure = self.infra_failure or infra
         if report.when == "call" or (report.when == "setup" and not report.passed) or (report.when == "teardown" and report.failed):
             name = getattr(item, "check", None) or item.name
             outcome = "passed" if report.passed else "skipped" if report.skipped else ("failed" if report.when == "call" else "error")
@@ -86,14 +89,15 @@ class Results:
             if runs:
                 parts.mkdir(parents=True, exist_ok=True)
                 summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs)
-                _atomic_json(parts / f"{self.worker}.json", summary.to_json())
+                write_text(parts / f"{self.worker}.json", json.dumps(summary.to_json(), indent=2, sort_keys=True))
             return None
         if parts.exists():
             for part in sorted(parts.glob("*.json")):
                 runs += RunSummary.from_json(json.loads(part.read_text())).runs
         if not runs:
             return None
-        summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs, exit_status=exitstatus)
+        summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs,
+                             exit_status=EXIT_INFRA if self.infra_failure else exitstatus)
         from lkit.pytest_plugin.reporting import write_reports
 
         status, lines = write_reports(summary, self.run)
@@ -103,8 +107,3 @@ class Results:
     def summary_lines(self) -> list[str]:
         return self.lines
 
-
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)

@@ -11,14 +11,17 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lkit.report.model import FormatRun
 
 try:  # allure-pytest is a dependency, but a missing package must not break a test run
     import allure as _allure
     import allure_commons as _commons
 except ImportError:  # pragma: no cover - exercised only without allure installed
-    _allure = None
-    _commons = None
+    _allure = None  # type: ignore[assignment]
+    _commons = None  # type: ignore[assignment]
 
 # kind -> (allure attachment type name, file extension)
 KINDS = {
@@ -92,3 +95,17 @@ def parameters(spec: str, fmt: str, **extra: str) -> None:
     _allure.dynamic.suite(spec)
     _allure.dynamic.sub_suite(fmt)
     _allure.dynamic.tag(fmt)
+
+
+def attach_format_run(run: FormatRun) -> bool:
+    """Attach one format's figures (JSON, with samples) and its boot timeline (SVG)."""
+    if not is_active():
+        return False
+    from lkit.report.human import timeline_svg
+
+    attach_json({"figures": run.figures, "samples": run.samples, "properties": run.properties},
+                f"figures {run.format}")
+    svg = timeline_svg(run, standalone=True)
+    if svg:
+        attach_text(svg, f"boot timeline {run.format}", "svg")
+    return True

@@ -31,19 +31,28 @@ class Thresholds:
     KEYS = ("size", "size-floor", "time", "time-floor", "k", "other")
 
     @classmethod
-    def parse(cls, items: list[str]) -> Thresholds:
-        """From `--threshold KEY=VALUE` items: size=5 time=20 time-floor=0.5 k=3 boot.shell=10."""
+    def parse(cls, items: list[str] | str | None) -> Thresholds:
+        """From KEY=VALUE items (`--threshold`, repeatable) or one comma-separated string
+        (`--lkit-thresholds 'size=5%,time=25%,time_floor=1.5s'`). Units %, s and B are accepted;
+        keys: size, size-floor, time, time-floor, k, other, or a figure name/glob (percent)."""
+        if items is None:
+            items = []
+        if isinstance(items, str):
+            items = [items]
         t = cls()
         attrs = {"size": "size_pct", "size-floor": "size_floor", "time": "time_pct",
                  "time-floor": "time_floor", "k": "mad_k", "other": "other_pct"}
-        for item in items:
-            name, sep, raw = item.partition("=")
+        for item in (part.strip() for chunk in items for part in chunk.split(",") if part.strip()):
+            name, sep, raw = (x.strip() for x in item.partition("="))
+            if name.replace("_", "-") in attrs:
+                name = name.replace("_", "-")
+            number = raw[:-1] if raw[-1:] in ("%", "s", "B") else raw
             try:
-                value = float(raw)
+                value = float(number)
             except ValueError:
                 value = -1.0
-            if not sep or not name or value < 0:
-                raise ReportError(f"--threshold {item!r}: expected KEY=NUMBER (number >= 0)",
+            if not sep or not name or not value >= 0:
+                raise ReportError(f"threshold {item!r}: expected KEY=NUMBER (number >= 0, unit %, s or B optional)",
                                   hint=f"keys: {', '.join(cls.KEYS)} or a figure name/glob such as "
                                        "'boot.shell=10' or 'size.*=2' (percent)")
             if name in attrs:
@@ -109,6 +118,10 @@ def compare(base: RunSummary | Baseline, new: RunSummary, thresholds: Thresholds
                                               f"{key}: in the baseline but not in this run (format not built or tested)"))
             continue
         _compare_figures(fb, run, t, result)
+        for figure in sorted(set(run.figures) - set(fb.figures)):
+            result.notes.append(Finding(run.spec, run.format, figure,
+                                        f"{key}: {_label(figure)} is new ({human(figure, run.figures[figure])}), "
+                                        "not in the baseline"))
         _compare_checks(fb, run, result)
     for key, run in sorted(new_keys.items()):
         if key not in baseline.formats:

@@ -94,6 +94,17 @@ class Quarantine:
     def match(self, test_id: str) -> QuarantineEntry | None:
         return next((e for e in self.entries if e.matches(test_id)), None)
 
+    def apply(self, summary: RunSummary) -> list[str]:
+        """Mark matching failed checks quarantined (so JUnit and HTML show them so); return their ids."""
+        marked = []
+        for run in summary.runs:
+            for check in run.checks:
+                tid = check_id(run.spec, run.format, check.check)
+                if check.failed and self.match(tid):
+                    check.quarantined = True
+                    marked.append(tid)
+        return marked
+
 
 _EXAMPLE = ("- id: 'suites/linuxkit.yml::iso-efi::boot_time'\n"
             "    reason: 'OVMF is slow on CI runners, issue #12'\n"

@@ -61,8 +61,9 @@ def timeline_svg(run: FormatRun, width: int = 640, standalone: bool = False) -> 
         x, w = left + start * scale, max((end - start) * scale, 1.0)
         parts.append(f'<rect x="{x:.1f}" y="{bar_y}" width="{w:.1f}" height="{bar_h}" '
                      f'fill="{COLORS.get(name, "#999")}"><title>{escape(name)}: {start:.2f}-{end:.2f} s</title></rect>')
-        if w > 40:
-            parts.append(f'<text x="{x + 3:.1f}" y="{bar_y + 16}" fill="#fff">{escape(name)} {end - start:.2f}s</text>')
+        label = next((t for t in (f"{name} {end - start:.2f}s", name) if _fits(t, w)), "")
+        if label:
+            parts.append(f'<text x="{x + 3:.1f}" y="{bar_y + 16}" fill="#fff">{escape(label)}</text>')
     y = bar_y + bar_h + 12
     for value, name in onboot:
         x = left + value * scale
@@ -70,13 +71,46 @@ def timeline_svg(run: FormatRun, width: int = 640, standalone: bool = False) -> 
                      f'<text x="{x + 2:.1f}" y="{y + 2}">{escape(name)}</text>')
     axis_y = height - 14
     parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#888"/>')
-    for i in range(6):
-        t = total * i / 5
+    step = _tick_step(total)
+    ticks = [i * step for i in range(int(total / step) + 1)]
+    for t in ticks:
         x = left + t * scale
-        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
-        parts.append(f'<text x="{x:.1f}" y="{axis_y + 12}" text-anchor="{anchor}">{t:.1f}s</text>')
+        anchor = "start" if t == 0 else "end" if x > width - right - 15 else "middle"
+        parts.append(f'<line x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 3}" stroke="#888"/>'
+                     f'<text x="{x:.1f}" y="{axis_y + 13}" text-anchor="{anchor}">{t:g}s</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _samples(figure: str, values: list[float] | None) -> str:
+    """'n=5, 5.10 s-5.40 s' for a figure measured several times, else ''."""
+    if not values:
+        return ""
+    return f"n={len(values)}, {human(figure, min(values))}-{human(figure, max(values))}"
+
+
+def _link(name: str, path: str, run_dir: Path | None) -> str:
+    """A relative link to an attachment inside the run folder (portable), else its name and path."""
+    if run_dir is not None:
+        try:
+            rel = Path(path).resolve().relative_to(Path(run_dir).resolve())
+            return f'<a href="{escape(rel.as_posix())}">{escape(name)}</a>'
+        except ValueError:
+            pass
+    return f"<small>{escape(name)}: {escape(path)}</small>"
+
+
+def _fits(text: str, width: float) -> bool:
+    """Whether an 11px label fits in a bar (about 6.5 px per character)."""
+    return len(text) * 6.5 + 6 <= width
+
+
+def _tick_step(total: float) -> float:
+    """A round tick step (0.5, 1, 2, 5, 10... s) giving at most 8 ticks."""
+    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600):
+        if total / step <= 8:
+            return float(step)
+    return float(int(total / 8) + 1)
 
 
 def _counts(summary: RunSummary) -> dict[str, int]:
@@ -103,8 +137,8 @@ def markdown(summary: RunSummary, comparison: Comparison | None = None) -> str:
             msg = check.message.splitlines()[0] if check.message else ""
             out.append(f"| {check.check} | {mark} | {msg.replace('|', '/')} | {check.duration:.2f} |")
         if run.figures:
-            out += ["", "| figure | value |", "|---|---|"]
-            out += [f"| {k} | {human(k, v)} |" for k, v in sorted(run.figures.items())]
+            out += ["", "| figure | value | samples |", "|---|---|---|"]
+            out += [f"| {k} | {human(k, v)} | {_samples(k, run.samples.get(k))} |" for k, v in sorted(run.figures.items())]
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -119,8 +153,8 @@ def _md_comparison(comparison: Comparison) -> list[str]:
     return out + [""]
 
 
-def html(summary: RunSummary, comparison: Comparison | None = None) -> str:
-    """The run as one self-contained HTML page."""
+def html(summary: RunSummary, comparison: Comparison | None = None, run_dir: Path | None = None) -> str:
+    """The run as one self-contained HTML page; attachments inside `run_dir` become relative links."""
     c = _counts(summary)
     body = [f"<h1>lkit run {escape(summary.run_id)}</h1>",
             f"<p>{escape(summary.started)} to {escape(summary.finished)}: "
@@ -142,13 +176,15 @@ def html(summary: RunSummary, comparison: Comparison | None = None) -> str:
             extra = (" (quarantined)" if check.quarantined else "") + \
                 (f" after {check.rerun} rerun(s)" if check.rerun else "")
             msg = check.message.splitlines()[0] if check.message else ""
+            links = " ".join(_link(name, path, run_dir) for name, path in sorted(check.attachments.items()))
             body.append(f'<tr><td>{escape(check.check)}</td><td class="{check.outcome}">'
-                        f"{ICON[check.outcome]}{escape(extra)}</td><td>{escape(msg)}</td>"
+                        f"{ICON[check.outcome]}{escape(extra)}</td><td>{escape(msg)} {links}</td>"
                         f"<td>{check.duration:.2f}</td></tr>")
         body.append("</table>")
         if run.figures:
-            body.append("<table><tr><th>figure</th><th>value</th></tr>")
-            body += [f"<tr><td>{escape(k)}</td><td>{escape(human(k, v))}</td></tr>"
+            body.append("<table><tr><th>figure</th><th>value</th><th>samples</th></tr>")
+            body += [f"<tr><td>{escape(k)}</td><td>{escape(human(k, v))}</td>"
+                     f"<td>{escape(_samples(k, run.samples.get(k)))}</td></tr>"
                      for k, v in sorted(run.figures.items())]
             body.append("</table>")
         if run.properties:
@@ -164,4 +200,4 @@ def write_human(summary: RunSummary, run_dir: Path, comparison: Comparison | Non
     """Write report.md and report.html into the run folder."""
     run_dir = Path(run_dir)
     return [write_text(run_dir / "report.md", markdown(summary, comparison)),
-            write_text(run_dir / "report.html", html(summary, comparison))]
+            write_text(run_dir / "report.html", html(summary, comparison, run_dir))]

@@ -12,7 +12,9 @@ import re
 import secrets
 from pathlib import Path
 
-from lkit.report.compare import Comparison
+from lkit.report.baseline import load_reference
+from lkit.report.compare import Comparison, Thresholds, compare
+from lkit.report.gate import GateResult, Quarantine, evaluate
 from lkit.report.human import write_human
 from lkit.report.junit import write_junit
 from lkit.report.model import ReportError, RunSummary
@@ -48,9 +50,29 @@ def write_summary(summary: RunSummary, root: str | os.PathLike[str] = DEFAULT_RO
 
 def write_run(summary: RunSummary, root: str | os.PathLike[str] = DEFAULT_ROOT,
               comparison: Comparison | None = None) -> Path:
-    """Write summary.json, junit-*.xml, report.md and report.html; return the run folder."""
+    """Write summary.json, junit-*.xml, report.md and report.html into root/<run_id>; return it."""
     folder = run_dir(summary, root)
-    write_summary(summary, root)
+    write_folder(summary, folder, comparison)
+    return folder
+
+
+def write_folder(summary: RunSummary, folder: str | os.PathLike[str], comparison: Comparison | None = None) -> None:
+    """Write every report of `summary` into `folder` (any path the caller chose)."""
+    folder = Path(folder)
+    summary.save(folder / "summary.json")
     write_junit(summary, folder)
     write_human(summary, folder, comparison)
-    return folder
+
+
+def finish_run(summary: RunSummary, folder: str | os.PathLike[str], *,
+               baseline: str | os.PathLike[str] | None = None,
+               quarantine: str | os.PathLike[str] | None = None,
+               thresholds: Thresholds | str | list[str] | None = None) -> GateResult:
+    """The end of a session in one call: mark quarantined checks, compare with the baseline (if
+    any), write every report into `folder`, and return the gate's verdict (exit code + lines)."""
+    q = Quarantine.load(quarantine) if quarantine else Quarantine()
+    q.apply(summary)
+    t = thresholds if isinstance(thresholds, Thresholds) else Thresholds.parse(thresholds)
+    comparison = compare(load_reference(baseline), summary, t) if baseline else None
+    write_folder(summary, folder, comparison)
+    return evaluate(summary, comparison, q)

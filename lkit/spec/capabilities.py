@@ -53,6 +53,7 @@ CAPABILITIES: tuple[str, ...] = (
     "CAP_CHECKPOINT_RESTORE",
 )
 
+ALL_CAPABILITIES = CAPABILITIES  # the name other modules import
 NUMBERS: dict[str, int] = {name: number for number, name in enumerate(CAPABILITIES)}
 ALL_NAMES: frozenset[str] = frozenset(CAPABILITIES)
 # Keywords a capability list may hold alone (case-insensitive, as LinuxKit does).

@@ -54,8 +54,8 @@ def str_or_int(node: Node) -> str | int:
     if isinstance(node.value, str):
         return node.value
     if isinstance(node.value, int) and not isinstance(node.value, bool):
-        if node.value < 0:
-            raise node.error(f"must not be negative, got {node.value}")
+        if not 0 <= node.value <= 2**32 - 1:
+            raise node.error(f"must be between 0 and {2**32 - 1}, got {node.value}")
         return node.value
     raise node.error(f"expected a number or a name, got {describe(node.value)}")
 
@@ -203,7 +203,7 @@ _MOUNT_FIELDS = obj({"destination": string, "type": string, "source": string, "o
 
 def mount(node: Node) -> dict[str, Any]:
     """A mount; like LinuxKit, type may be implied by source and destination by type."""
-    value = _MOUNT_FIELDS(node)
+    value: dict[str, Any] = _MOUNT_FIELDS(node)
     kind = value.get("type") or ""
     source = value.get("source") or ""
     if not kind and source in ("mqueue", "devpts", "proc", "sysfs", "cgroup"):
@@ -219,8 +219,9 @@ def mount(node: Node) -> dict[str, Any]:
 
 
 def device(node: Node) -> dict[str, Any]:
-    value = obj({"path": string, "type": string, "major": integer, "minor": integer, "mode": string},
-                required=("path", "type"))(node)
+    value: dict[str, Any] = obj({"path": string, "type": string, "major": integer, "minor": integer,
+                                 "mode": string},
+                                required=("path", "type"))(node)
     if value["path"] != "all":
         fields = node.mapping()
         if "mode" not in fields:

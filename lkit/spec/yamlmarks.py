@@ -32,6 +32,8 @@ MAX_DEPTH = 64
 MAX_ALIAS_NODES = 10_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# libyaml when present (same nodes and marks, several times faster); pure Python otherwise.
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -138,15 +140,17 @@ class Node:
     # --- construction ------------------------------------------------------------------------
     @classmethod
     def from_plain(cls, value: Any, file: str, path: str = "", line: int | None = None,
-                   error_class: type[LkitError] = SpecError) -> Node:
+                   error_class: type[LkitError] = SpecError, depth: int = 0) -> Node:
         """Wrap JSON-like data (e.g. an image label) so it is validated with the same code."""
+        if depth > MAX_DEPTH:
+            raise error_class(f"{path or 'value'}: nested deeper than {MAX_DEPTH} levels", where=file)
+        inner: Any = value
         if isinstance(value, dict):
-            inner: Any = {str(k): cls.from_plain(v, file, _join(path, str(k)), line, error_class)
-                          for k, v in value.items()}
+            inner = {str(k): cls.from_plain(v, file, _join(path, str(k)), line, error_class, depth + 1)
+                     for k, v in value.items()}
         elif isinstance(value, list):
-            inner = [cls.from_plain(v, file, f"{path}[{i}]", line, error_class) for i, v in enumerate(value)]
-        else:
-            inner = value
+            inner = [cls.from_plain(v, file, f"{path}[{i}]", line, error_class, depth + 1)
+                     for i, v in enumerate(value)]
         return cls(inner, file, line, path, error_class)
 
 
@@ -207,7 +211,7 @@ def load_yaml_text(text: str, filename: str = "<text>") -> Node:
         raise SpecError(f"text is larger than {MAX_BYTES // (1024 * 1024)} MiB", where=filename)
     try:
         _check_depth(text, filename)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, filename) from None
     except yaml.YAMLError as exc:
@@ -234,7 +238,7 @@ def _yaml_error(exc: yaml.MarkedYAMLError, filename: str) -> SpecError:
 def _check_depth(text: str, filename: str) -> None:
     """Refuse deep nesting from the event stream (the event parser is not recursive, compose is)."""
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -330,8 +334,11 @@ class _Converter:
 
 def load_json_node(text: str, file: str, error_class: type[LkitError] = SpecError) -> Node:
     """Parse JSON text (an image label) into a Node tree without line numbers."""
+    if len(text) > MAX_BYTES:
+        raise error_class(f"JSON text is larger than {MAX_BYTES // (1024 * 1024)} MiB", where=file)
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        return Node.from_plain(json.loads(text), file, error_class=error_class)
+    except RecursionError:
+        raise error_class("JSON nested too deeply to read", where=file) from None
+    except ValueError as exc:
         raise error_class(f"invalid JSON: {exc}", where=file) from None
-    return Node.from_plain(value, file, error_class=error_class)

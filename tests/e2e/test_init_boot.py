@@ -431,7 +431,7 @@ class Vm:
         nonce = secrets.token_hex(6)
         start = len(self.channel.buf)
         self.channel.write(f"{nonce} {timeout} {base64.b64encode(command.encode()).decode()}\n".encode())
-        m = self.channel.wait_for(rf"LKIT-BEGIN {nonce}\r?\n(.*?)LKIT-ERR {nonce}\r?\n(.*?)LKIT-END {nonce} (\d+)",
+        m = self.channel.wait_for(rf"(?s)LKIT-BEGIN {nonce}\r?\n(.*?)LKIT-ERR {nonce}\r?\n(.*?)LKIT-END {nonce} (\d+)",
                                   timeout + 30, start)
         out = base64.b64decode("".join(m.group(1).split())).decode(errors="replace")
         return int(m.group(3)), out
@@ -445,7 +445,7 @@ def boot(initrd: Initrd, workdir: Path, cmdline_extra: str = "", mem: str = "153
     """QEMU under TCG with the console on ttyS0, lkit-agent's channel on ttyS1, QMP; killed on every path."""
     con, chan, qmp_path = workdir / "console.sock", workdir / "channel.sock", workdir / "qmp.sock"
     cmd = [
-        "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", mem, "-smp", "2",
+        "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", mem, "-smp", "1",
         "-nodefaults", "-no-user-config", "-display", "none", "-S",
         "-kernel", str(initrd.kernel), "-initrd", str(initrd.initrd),
         "-append", f"console=ttyS0 panic=-1 {cmdline_extra}".strip(),

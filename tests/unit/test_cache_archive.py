@@ -15,7 +15,7 @@ from lkit.cli import main
 from lkit.errors import ImageError
 from lkit.images.archive import export_archive, import_archive
 from lkit.images.oci import add_image, canonical_json
-from lkit.images.store import CONTAINERD_NAME, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME, Descriptor, Store
+from lkit.images.store import CONTAINERD_NAME, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME, Store
 
 
 def sha(data: bytes) -> str:
@@ -233,3 +233,30 @@ def test_cli_cache_commands(built, tmp_path: Path, capsys):
     assert "not in the store" in capsys.readouterr().err
     assert main(["cache", "--store", str(dest), "export", "nope", "-o", str(tmp_path / "n.tar")]) == 2
     assert not (tmp_path / "n.tar").exists()
+
+
+def test_import_linuxkit_cache_export_quirk(tmp_path: Path):
+    """`linuxkit cache export` labels a plain manifest with the index media type and names it by ref.name."""
+    desc, blobs = _image_blobs("amd64", b"L")
+    desc["mediaType"] = OCI_INDEX
+    desc["annotations"] = {REF_NAME: "docker.io/linuxkit/init:v1.2.0"}
+    tar = write_tar(tmp_path / "lk.tar", _oci_members(desc, blobs))
+    store = Store(tmp_path / "s")
+    (item,) = import_archive(store, tar)
+    assert item.ref == "docker.io/linuxkit/init:v1.2.0" and item.descriptor.media_type == OCI_MANIFEST
+    assert store.resolve("linuxkit/init:v1.2.0").digest == desc["digest"]
+
+
+def test_cli_import_from_stdin(built, tmp_path: Path):
+    import subprocess
+    import sys
+    store, digest = built
+    out = export_archive(store, ["lkit/hello:1"], tmp_path / "x.tar")
+    dest = tmp_path / "stdin-store"
+    root = Path(__file__).resolve().parents[2]
+    with open(out, "rb") as f:
+        proc = subprocess.run([sys.executable, "-m", "lkit.cli", "cache", "--store", str(dest), "import", "-"],
+                              stdin=f, capture_output=True, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"imported docker.io/lkit/hello:1 {digest}" in proc.stdout.decode()
+    assert list((dest / "lkit-tmp").iterdir()) == []

@@ -117,6 +117,14 @@ def test_quarantine_file_errors_name_line_and_field(text, where, words):
     assert exc.value.where == where and words in exc.value.message
 
 
+def test_apply_marks_matching_failures_for_the_reports():
+    q = Quarantine.load(DATA / "quarantine.yml", today=TODAY)
+    new = failing_capabilities()
+    assert q.apply(new) == [f"{SPEC}::iso-efi::capabilities"]
+    assert fmt(new, "iso-efi").check("capabilities").quarantined
+    assert not fmt(new, "kernel+initrd").check("capabilities").quarantined
+
+
 def test_marked_quarantined_check_does_not_fail():
     new = failing_capabilities()
     fmt(new, "iso-efi").check("capabilities").quarantined = True

@@ -119,3 +119,24 @@ def test_not_a_tar(tmp_path: Path):
     p.write_bytes(b"\x01" * 2048)
     with pytest.raises(ImageError, match="not a valid tar"):
         entries(p)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_PARTS = st.sampled_from(["a", "b", ".", "..", "", ".wh.a", "c.d", "\u00e9"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(names=st.lists(st.lists(_PARTS, min_size=1, max_size=5).map("/".join), min_size=1, max_size=6),
+       leading=st.booleans())
+def test_any_yielded_path_stays_inside_the_root(tmp_path_factory, names, leading):
+    tar = tmp_path_factory.mktemp("h") / "l.tar"
+    make_tar(tar, [(("/" if leading else "") + n or "x", "file", {"data": b"1"}) for n in names])
+    try:
+        got = entries(tar)
+    except ImageError as exc:
+        assert "docker.io/lkit/test:1" in exc.message
+        return
+    for e in got:
+        parts = e.path.split("/")
+        assert e.path and not e.path.startswith("/") and ".." not in parts and "." not in parts and "" not in parts

@@ -188,7 +188,10 @@ def test_threshold_parsing():
     t = Thresholds.parse(["size=2", "time-floor=1", "k=4", "boot.shell=50"])
     assert (t.size_pct, t.time_floor, t.mad_k) == (2.0, 1.0, 4.0)
     assert t.pct("boot.shell") == 50 and t.pct("boot.kernel") == 20 and t.pct("size.initrd") == 2
-    for bad in ("size", "size=x", "=3", "time=-1"):
+    lead = Thresholds.parse("size=5%,time=25%,time_floor=1.5s, size_floor=100B")
+    assert (lead.size_pct, lead.time_pct, lead.time_floor, lead.size_floor) == (5, 25, 1.5, 100)
+    assert Thresholds.parse(None) == Thresholds()
+    for bad in ("size", "size=x", "=3", "time=-1", "time=nan", "size="):
         with pytest.raises(ReportError, match="KEY=NUMBER"):
             Thresholds.parse([bad])
 
@@ -203,3 +206,11 @@ def test_new_check_failing_without_baseline_entry_is_not_a_regression_but_a_fail
     new = variant()
     fmt(new, "iso-efi").checks.append(CheckResult("ports", "failed", "port 22 closed"))
     assert compare(base(), new).regressions == []   # the gate reports it as a failure (exit 1)
+
+
+def test_new_figure_is_a_note():
+    new = variant()
+    fmt(new, "iso-efi").figures["size.esp"] = 2_000_000
+    result = compare(base(), new)
+    assert result.regressions == []
+    assert [f.line for f in result.notes] == [f"{SPEC} iso-efi: esp size is new (2.0 MB), not in the baseline"]

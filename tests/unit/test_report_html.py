@@ -69,3 +69,19 @@ def test_no_boot_figures_means_no_chart():
     for run in s.runs:
         run.figures = {k: v for k, v in run.figures.items() if not k.startswith("boot.")}
     assert timeline_svg(s.runs[0]) == "" and "<svg" not in html(s)
+
+
+def test_attachments_in_the_run_folder_are_relative_links(tmp_path):
+    s = base()
+    (tmp_path / "console").mkdir()
+    log = tmp_path / "console" / "linuxkit-iso-efi.log"
+    log.write_text("Welcome to LinuxKit\n")
+    s.runs[0].check("boots").attachments = {"console": str(log), "elsewhere": "/var/tmp/x.log"}
+    page = write_human(s, tmp_path)[1].read_text()
+    assert '<a href="console/linuxkit-iso-efi.log">console</a>' in page
+    assert "elsewhere: /var/tmp/x.log" in page and 'href="/' not in page
+
+
+def test_samples_are_summarised():
+    text = markdown(base())
+    assert "| boot.shell | 7.90 s | n=3, 7.70 s-8.30 s |" in text

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lkit.report.atomic import atomic_open, write_text
 from lkit.report.model import CheckResult, FormatRun, ReportError, RunSummary
@@ -100,3 +102,41 @@ def test_run_folder_holds_every_report(tmp_path):
 def test_run_id_must_be_a_plain_name(tmp_path):
     with pytest.raises(ReportError, match="plain name"):
         run_dir("../escape", tmp_path)
+
+
+names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+checks = st.builds(CheckResult, check=names, outcome=st.sampled_from(["passed", "failed", "error", "skipped"]),
+                   message=st.text(max_size=40), duration=finite, rerun=st.integers(0, 3),
+                   quarantined=st.booleans(), attachments=st.dictionaries(names, names, max_size=2))
+runs = st.builds(FormatRun, spec=names, format=names, figures=st.dictionaries(names, finite, max_size=4),
+                 samples=st.dictionaries(names, st.lists(finite, max_size=3), max_size=2),
+                 properties=st.dictionaries(names, st.text(max_size=10), max_size=3),
+                 checks=st.lists(checks, max_size=4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(runs, max_size=3, unique_by=lambda r: (r.spec, r.format)), st.sampled_from([None, 0, 1, 10, 11]))
+def test_any_summary_round_trips_through_json(run_list, status):
+    summary = RunSummary("r", "2017-04-18T16:30:00Z", "2017-04-18T16:31:00Z", run_list, status)
+    again = RunSummary.from_json(json.loads(json.dumps(summary.to_json())))
+    assert again.to_json() == summary.to_json()
+
+
+def test_finish_run_writes_everything_and_returns_the_verdict(tmp_path):
+    from lkit.report.baseline import Baseline
+    from lkit.report.summary import finish_run
+
+    baseline = Baseline.from_runs([base()]).save(tmp_path / "baseline.json")
+    new = base()
+    iso = next(r for r in new.runs if r.format == "iso-efi")
+    iso.check("capabilities").outcome = "failed"          # quarantined in the fixture file
+    iso.figures["size.initrd"] = 40_000_000                # a regression
+    folder = tmp_path / "run"
+    result = finish_run(new, folder, baseline=baseline, quarantine=DATA / "quarantine.yml",
+                        thresholds="size=5%,time=25%,time_floor=1.5s")
+    assert result.exit_code == 10
+    assert iso.check("capabilities").quarantined
+    assert "quarantined: " in (folder / "junit-linuxkit-iso-efi.xml").read_text()
+    assert "initrd size +27.4%" in (folder / "report.html").read_text()
+    assert RunSummary.load(folder).runs[0].check("capabilities").quarantined

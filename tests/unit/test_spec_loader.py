@@ -352,3 +352,15 @@ def test_json_node_carries_error_class():
 def test_node_from_plain_paths():
     node = Node.from_plain({"x": [{"y": 1}]}, "f")
     assert node.value["x"].value[0].value["y"].path == "x[0].y"
+
+
+def test_json_node_refuses_deep_nesting():
+    with pytest.raises(ImageError, match="nested"):
+        load_json_node("[" * 100 + "]" * 100, "label", error_class=ImageError)
+    with pytest.raises(ImageError):
+        load_json_node("[" * 100000 + "]" * 100000, "label", error_class=ImageError)
+
+
+def test_uid_out_of_range():
+    with pytest.raises(SpecError, match="between 0 and 4294967295"):
+        load_spec_text("services: [{name: a, image: b:1, uid: 4294967296}]\n")

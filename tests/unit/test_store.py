@@ -268,3 +268,57 @@ def test_add_image_resolves_and_reads_back(store: Store, tmp_path: Path):
     got = store.resolve("lkit/base:1")
     assert got.digest == img.digest and got.labels == {"k": "v"}
     assert store.uncompressed_layer(got.layers[0], got.diff_ids[0]).read_bytes() == tar.read_bytes()
+
+
+def _tag_many_times(root: str, worker: int) -> None:
+    store = Store(Path(root))
+    for i in range(15):
+        d, s = store.put_blob(canonical_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {},
+                                              "layers": [], "w": worker, "i": i}))
+        store.tag(f"w{worker}:{i}", Descriptor(OCI_MANIFEST, d, s))
+
+
+def test_concurrent_taggers_lose_no_names(store: Store):
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_tag_many_times, args=(str(store.root), w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    names = {n for n, _ in store.list_images()}
+    assert names == {f"docker.io/library/w{w}:{i}" for w in range(4) for i in range(15)}
+
+
+def _hold_index_json_lock(root: str, ready, release) -> None:
+    """What `linuxkit cache` does before editing the index: F_WRLCK on index.json."""
+    with open(Path(root) / "index.json", "r+b") as f:
+        fcntl.lockf(f.fileno(), fcntl.LOCK_EX)
+        ready.set()
+        release.wait(10)
+
+
+def test_tag_waits_for_linuxkit_index_lock(store: Store):
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_index_json_lock, args=(str(store.root), ready, release))
+    child.start()
+    try:
+        assert ready.wait(10)
+        timer = ctx.Process(target=_release_later, args=(release,))
+        start = time.monotonic()
+        timer.start()
+        store.tag("waited", _manual_image(store, b"w"))
+        assert time.monotonic() - start >= 0.3
+        timer.join(10)
+    finally:
+        release.set()
+        child.join(10)
+    assert [n for n, _ in store.list_images()] == ["docker.io/library/waited:latest"]
+
+
+def test_store_on_a_file_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ImageError, match="cannot use .* as the image store") as exc:
+        Store(tmp_path / "file")
+    assert "LKIT_STORE" in exc.value.hint

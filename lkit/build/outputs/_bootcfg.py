@@ -41,3 +41,21 @@ def loader_entry(cmdline: str) -> str:
 def versions_txt(packages: list[str]) -> str:
     """Which Debian boot-loader packages (and versions) an image was made with."""
     return "".join(f"{p} {package_version(p)}\n" for p in sorted(packages))
+
+
+# Debian packages whose files end up inside each format (boot loaders, stubs, stage-1 busybox).
+LOADER_PACKAGES: dict[str, list[str]] = {
+    "iso-bios": ["isolinux", "syslinux-common"],
+    "iso-efi": ["systemd-boot-efi"],
+    "iso-efi-initrd": ["systemd-boot-efi"],
+    "raw-bios": ["syslinux", "syslinux-common"],
+    "qcow2-bios": ["syslinux", "syslinux-common"],
+    "raw-efi": ["systemd-boot-efi"],
+    "qcow2-efi": ["systemd-boot-efi"],
+    "kernel+squashfs": ["busybox-static", "squashfs-tools"],
+}
+
+
+def loader_versions(fmt: str) -> dict[str, str]:
+    """Package -> installed Debian version for what `fmt` embeds (for the build record)."""
+    return {p: package_version(p) for p in LOADER_PACKAGES.get(fmt, [])}

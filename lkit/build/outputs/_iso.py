@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lkit.build.outputs._tools import run
+from lkit.build.outputs.base import SOURCE_DATE_EPOCH
 
 VOLUME_ID = "LINUXKIT"
 _MODIFICATION_DATE = "2017041816300000"  # SOURCE_DATE_EPOCH as an ISO 9660 date (UTC)
@@ -29,14 +30,21 @@ class BiosBoot:
 
 @dataclass(frozen=True)
 class EfiBoot:
-    """El Torito EFI entry: a FAT image inside the ISO (hidden from the directory tree)."""
+    """El Torito EFI entry: a FAT image (an EFI system partition).
+
+    With `appended` set, the FAT image is a host file appended after the ISO as MBR partition 2
+    (type 0xEF) and the El Torito entry points at it: the same bytes then boot from a CD drive and,
+    as a disk, from the partition table. Otherwise `image` is a hidden file inside the ISO tree.
+    """
 
     image: str = "boot.img"
     catalog: str = "boot.catalog"
+    appended: Path | None = None
 
 
 def stage(root: Path, files: dict[str, Path]) -> Path:
-    """Copy files into a fresh staging tree (dest path inside the ISO -> source file)."""
+    """Copy files into a fresh staging tree (dest path inside the ISO -> source file), every
+    file and directory with fixed modes and the fixed time (xorriso takes them from the disk)."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -44,9 +52,13 @@ def stage(root: Path, files: dict[str, Path]) -> Path:
         target = root / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for entry in dirnames + filenames:
-            os.chmod(os.path.join(dirpath, entry), 0o755 if entry in dirnames else 0o644)
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for entry in filenames:
+            path = os.path.join(dirpath, entry)
+            os.chmod(path, 0o644)
+            os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
+        os.chmod(dirpath, 0o755)
+        os.utime(dirpath, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
     return root
 
 
@@ -54,7 +66,8 @@ def make_iso(out: Path, root: Path, *, bios: BiosBoot | None = None, efi: EfiBoo
     """Write `root` as a Rock Ridge + Joliet ISO with the requested boot entries."""
     args: list[str | Path] = [
         "xorriso", "-as", "mkisofs", "-o", out, "-R", "-J", "-V", VOLUME_ID,
-        "--modification-date=" + _MODIFICATION_DATE, "-uid", "0", "-gid", "0",
+        "--modification-date=" + _MODIFICATION_DATE, "--set_all_file_dates", _MODIFICATION_DATE,
+        "-uid", "0", "-gid", "0",
     ]
     if bios is not None:
         args += ["-c", bios.catalog, "-b", bios.loader, "-no-emul-boot", "-boot-load-size", "4",
@@ -66,7 +79,11 @@ def make_iso(out: Path, root: Path, *, bios: BiosBoot | None = None, efi: EfiBoo
             args += ["-eltorito-alt-boot"]
         else:
             args += ["-c", efi.catalog, "-hide", efi.catalog]
-        args += ["-e", efi.image, "-no-emul-boot", "-hide", efi.image]
+        if efi.appended is not None:
+            args += ["-append_partition", "2", "0xef", efi.appended,
+                     "-e", "--interval:appended_partition_2:all::", "-no-emul-boot"]
+        else:
+            args += ["-e", efi.image, "-no-emul-boot", "-hide", efi.image]
     out.unlink(missing_ok=True)
     run(args + [root])
     return out

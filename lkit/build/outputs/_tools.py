@@ -67,8 +67,12 @@ def package_version(package: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
 
 
-def reproducible_env() -> dict[str, str]:
-    """Environment that makes xorriso, mtools, mkfs.vfat and mksquashfs use the fixed build time."""
+def reproducible_env(*, drop: Sequence[str] = ()) -> dict[str, str]:
+    """Environment that makes xorriso, mtools and mkfs.vfat use the fixed build time.
+
+    `drop` removes variables for tools that refuse them next to explicit options (mksquashfs
+    rejects SOURCE_DATE_EPOCH together with -all-time/-mkfs-time).
+    """
     env = dict(os.environ)
     env.update(
         SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH),
@@ -77,6 +81,8 @@ def reproducible_env() -> dict[str, str]:
         MTOOLS_SKIP_CHECK="1",
         MTOOLSRC="/dev/null",
     )
+    for name in drop:
+        env.pop(name, None)
     return env
 
 
@@ -86,13 +92,14 @@ def run(
     cwd: Path | None = None,
     stdin_path: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    drop_env: Sequence[str] = (),
 ) -> str:
     """Run one host command (first element is a tool name); return stdout, raise BuildError on failure."""
     argv = [tool(str(args[0]))] + [str(a) for a in args[1:]]
     try:
         with open(stdin_path if stdin_path else os.devnull, "rb") as stdin:
             proc = subprocess.run(
-                argv, cwd=cwd, stdin=stdin, capture_output=True, env=reproducible_env(),
+                argv, cwd=cwd, stdin=stdin, capture_output=True, env=reproducible_env(drop=drop_env),
                 timeout=timeout, check=False,
             )
     except subprocess.TimeoutExpired as exc:

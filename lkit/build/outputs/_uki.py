@@ -9,11 +9,13 @@ EFI/BOOT/BOOTX64.EFI; the initrd rides inside it because the kernel cannot read 
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from lkit.build.outputs._tools import data_file, package_version, run
+from lkit.build.outputs.base import SOURCE_DATE_EPOCH
 
 STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 STUB_PACKAGE = "systemd-boot-efi"
@@ -91,4 +93,30 @@ def make_uki(*, kernel: Path, initrd: Path, cmdline: str, name: str, out: Path, 
         end = vma + path.stat().st_size
     out.unlink(missing_ok=True)
     run(args + [stub, out])
+    _fix_header(out)
     return out
+
+
+def pe_checksum(data: bytes, checksum_offset: int) -> int:
+    """The PE optional-header checksum (16-bit one's-complement style sum plus the file length)."""
+    padded = data[:checksum_offset] + b"\0\0\0\0" + data[checksum_offset + 4:]
+    if len(padded) % 2:
+        padded += b"\0"
+    total = 0
+    for (word,) in struct.iter_unpack("<H", padded):
+        total += word
+        total = (total & 0xFFFF) + (total >> 16)
+    return ((total & 0xFFFF) + (total >> 16) + len(data)) & 0xFFFFFFFF
+
+
+def _fix_header(path: Path) -> None:
+    """objcopy (binutils 2.40) stamps PE files with the current time: set the COFF TimeDateStamp
+    to SOURCE_DATE_EPOCH and recompute the checksum, so the UKI is reproducible."""
+    data = bytearray(path.read_bytes())
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    struct.pack_into("<I", data, pe + 8, SOURCE_DATE_EPOCH)
+    checksum_offset = pe + 24 + 64
+    struct.pack_into("<I", data, checksum_offset, pe_checksum(bytes(data), checksum_offset))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -18,7 +18,7 @@ from lkit.build.outputs.base import BootFiles, OutputFormat
 ISOLINUX_BIN = "/usr/lib/ISOLINUX/isolinux.bin"
 ISOHDPFX_BIN = "/usr/lib/ISOLINUX/isohdpfx.bin"
 LDLINUX_C32 = "/usr/lib/syslinux/modules/bios/ldlinux.c32"
-PACKAGES = ["isolinux", "syslinux-common"]
+PACKAGES = _bootcfg.LOADER_PACKAGES["iso-bios"]
 
 
 def filenames(name: str) -> list[str]:

@@ -137,7 +137,8 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     squashfs.unlink(missing_ok=True)
     epoch = str(SOURCE_DATE_EPOCH)
     run(["mksquashfs", "-", squashfs, "-tar", "-noappend", "-comp", "gzip", "-all-time", epoch,
-         "-mkfs-time", epoch, "-quiet", "-no-progress"], stdin_path=rootfs_tar)
+         "-mkfs-time", epoch, "-quiet", "-no-progress"], stdin_path=rootfs_tar,
+        drop_env=["SOURCE_DATE_EPOCH"])
     shutil.copyfile(files.kernel, work / kernel_name)
     (work / cmdline_name).write_text(files.cmdline)
     return [deliver(work / n, outdir, n) for n in (kernel_name, cmdline_name, squashfs_name, initrd_name)]

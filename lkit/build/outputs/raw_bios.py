@@ -19,7 +19,7 @@ from lkit.build.outputs._tools import data_file, run
 from lkit.build.outputs.base import BootFiles, OutputFormat
 
 MBR_BIN = "/usr/lib/syslinux/mbr/mbr.bin"
-PACKAGES = ["syslinux", "syslinux-common"]
+PACKAGES = _bootcfg.LOADER_PACKAGES["raw-bios"]
 
 
 def filenames(name: str) -> list[str]:
