@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +24,8 @@ from lkit.build.archive import write_initrd, write_tar
 from lkit.build.outputs.base import BootFiles, get_format
 from lkit.build.rootfs import Assembler, Assembly, allowed_source
 from lkit.build.tree import Content, Node
-from lkit.errors import BuildError
-from lkit.images.store import Store
+from lkit.errors import BuildError, ImageError
+from lkit.images.store import Image, Store
 from lkit.spec.model import Spec
 
 # Root-filesystem paths that ride beside the initrd rather than in it (LinuxKit's boot/ files).
@@ -71,15 +71,42 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_key(spec: Spec, store: Store) -> tuple[str, dict[str, str]]:
+def _code_digest() -> str:
+    """Digest of lkit's own build code: a changed builder must not reuse an old build."""
+    root = Path(lkit.__file__).parent
+    h = hashlib.sha256()
+    for sub in ("build", "spec", "images"):
+        for path in sorted((root / sub).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _where_of(spec: Spec, ref: str) -> str | None:
+    """The spec line that names an image, for errors about that image."""
+    if spec.kernel is not None and spec.kernel.image == ref and spec.kernel.where:
+        return f"{spec.kernel.where}: kernel.image"
+    if ref in spec.init:
+        return f"{spec.sources[0]}: init {ref}" if spec.sources else None
+    for section, _, entry in spec.entries():
+        if entry.image == ref:
+            return f"{entry.where}: {section} {entry.name}"
+    return None
+
+
+def build_key(spec: Spec, resolve: Callable[[str], Image]) -> tuple[str, dict[str, str]]:
     """Hash of everything the outputs depend on; also returns the resolved image digests."""
-    digests = {ref: store.resolve(ref).digest for ref in spec.images()}
+    digests = {}
+    for ref in spec.images():
+        try:
+            digests[ref] = resolve(ref).digest
+        except ImageError as exc:
+            raise ImageError(exc.message, where=_where_of(spec, ref) or exc.where, hint=exc.hint) from None
     sources = {}
     for entry in spec.files:
         if entry.source is not None:
             path = allowed_source(entry, spec)
             sources[entry.path] = _sha256_file(path) if path else None
-    material = {"lkit": lkit.__version__, "spec": spec.to_dict(), "images": digests, "sources": sources}
+    material = {"lkit": lkit.__version__, "code": _code_digest(), "spec": spec.to_dict(), "images": digests, "sources": sources}
     blob = json.dumps(material, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest(), digests
 
@@ -120,14 +147,15 @@ def _still_valid(record: list[dict], outdir: Path) -> list[Artifact] | None:
 class _BootFilesMaker:
     """Assembles the root once per key, on demand, and keeps kernel + initrd in the build cache."""
 
-    def __init__(self, spec: Spec, store: Store, key: str, cache_dir: Path, workdir: Path) -> None:
-        self.spec, self.store, self.key, self.workdir = spec, store, key, workdir
+    def __init__(self, spec: Spec, store: Store, resolve: Callable[[str], Image], key: str, cache_dir: Path,
+                 workdir: Path) -> None:
+        self.spec, self.store, self.resolve, self.key, self.workdir = spec, store, resolve, key, workdir
         self.cached = cache_dir / key
         self._assembly: Assembly | None = None
 
     def assembly(self) -> Assembly:
         if self._assembly is None:
-            self._assembly = Assembler(self.spec, self.store).assemble()
+            self._assembly = Assembler(self.spec, self.store, resolve=self.resolve).assemble()
         return self._assembly
 
     def boot_files(self) -> BootFiles:
@@ -179,14 +207,26 @@ class _BootFilesMaker:
 
 
 def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None = None,
-          cache_dir: Path | None = None, use_cache: bool = True) -> BuiltImage:
-    """Build `formats` of `spec` into `outdir`; unchanged inputs are not rebuilt."""
+          cache_dir: Path | None = None, use_cache: bool = True, pull: bool = False, offline: bool = False,
+          insecure: bool = False) -> BuiltImage:
+    """Build `formats` of `spec` into `outdir`; unchanged inputs are not rebuilt.
+
+    Images are looked up as LinuxKit does: the local store first, then the registry (`pull` forces a
+    fresh pull, `offline` never touches the network and names the missing image instead).
+    """
     started = time.monotonic()
     store = store or Store.default()
+    resolved: dict[str, Image] = {}
+
+    def resolve(ref: str) -> Image:
+        if ref not in resolved:
+            resolved[ref] = store.ensure(ref, pull=pull, offline=offline, insecure=insecure)
+        return resolved[ref]
+
     cache_dir = cache_dir or default_cache_dir()
     outdir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key, digests = build_key(spec, store)
+    key, digests = build_key(spec, resolve)
     result = BuiltImage(name=spec.name, outdir=outdir, key=key, images=digests)
     stamp = _Stamp(outdir, spec.name)
     record = stamp.load() if use_cache else {}
@@ -205,7 +245,7 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-build.", dir=outdir)))
             if not use_cache:
                 cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-cache.", dir=outdir)))
-            maker = _BootFilesMaker(spec, store, key, cache_dir, workdir)
+            maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir)
             files = maker.boot_files()
             for fmt in todo:
                 staging = workdir / f"out-{fmt.replace('+', '_')}"

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", type=Path, help="image store (default: $LKIT_STORE or ~/.cache/lkit/store)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the merged spec; build nothing")
     p.add_argument("--no-cache", action="store_true", help="rebuild even if nothing changed")
+    p.add_argument("--pull", action="store_true", help="pull every image from its registry even if it is in the store")
+    p.add_argument("--offline", action="store_true", help="never contact a registry: a missing image is an error")
+    p.add_argument("--plain-http", action="store_true", help="talk plain HTTP to loopback registries (localhost:5000 ...)")
     p.set_defaults(func=run)
 
 
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     formats = args.formats or spec.outputs or ["kernel+initrd"]
     store = Store(args.store) if args.store else Store.default()
-    result = build(spec, formats, args.dir, store=store, use_cache=not args.no_cache)
+    result = build(spec, formats, args.dir, store=store, use_cache=not args.no_cache,
+                   pull=args.pull, offline=args.offline, insecure=args.plain_http)
     for fmt in formats:
         state = "unchanged" if fmt in result.reused else "built"
         for art in result.artifacts[fmt]:

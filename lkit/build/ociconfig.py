@@ -41,13 +41,22 @@ class IdMap:
     """uid/gid numbers by container name: 100 upward in order onboot, onshutdown, services."""
 
     ids: dict[str, int] = field(default_factory=dict)
+    # id(entry) -> bundle directory, so generate() finds an entry's place without being told
+    paths: dict[int, tuple[ImageEntry, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_spec(cls, spec: Spec) -> IdMap:
         ids: dict[str, int] = {}
-        for number, (_, _, entry) in enumerate(spec.entries(), start=FIRST_ID):
+        paths: dict[int, tuple[ImageEntry, str]] = {}
+        for number, (section, index, entry) in enumerate(spec.entries(), start=FIRST_ID):
             ids[entry.name] = number  # a reused name maps to its last use, as in LinuxKit
-        return cls(ids)
+            paths[id(entry)] = (entry, bundle_prefix(section, index, entry.name))
+        return cls(ids, paths)
+
+    def bundle_path(self, entry: ImageEntry) -> str | None:
+        """The entry's bundle directory, if it is one of the spec's own entries."""
+        known = self.paths.get(id(entry))
+        return known[1] if known is not None and known[0] is entry else None
 
     def lookup(self, value: Any) -> int:
         """A number, "" / "root" (0), or a container name; KeyError (unknown name) or TypeError."""
@@ -159,13 +168,14 @@ def generate(entry: ImageEntry, image: ImageInfo, idmap: IdMap, *, prefix: str |
              root: str | None = None) -> Bundle:
     """config.json and runtime.json for one container.
 
-    `prefix` is the bundle directory (see bundle_prefix; default containers/services/NAME); `root`
+    `prefix` is the bundle directory (see bundle_prefix); by default the entry's own place in the
+    spec the IdMap was made from (containers/services/NAME for an entry of no known spec). `root`
     overrides where the image files are (LinuxKit reuses an image unpacked for an earlier container).
     """
     ctx = _Ctx(entry, label_config(image), image.ref)
     img = image.config
     readonly = bool(ctx.pick("readonly", False))
-    prefix = prefix or bundle_prefix("services", 0, entry.name)
+    prefix = prefix or idmap.bundle_path(entry) or bundle_prefix("services", 0, entry.name)
 
     process: dict[str, Any] = {"user": _user(ctx, idmap)}
     args = ctx.pick("command")

@@ -115,12 +115,9 @@ class Assembler:
         for ref in self.spec.init:
             image = self._image(ref, "init")
             _apply_layers(self.tree, self.store, image, self.tree.root, container=False)
-        for index, entry in enumerate(self.spec.onboot):
-            self._bundle(entry, f"containers/onboot/{index:03d}-{entry.name}")
-        for index, entry in enumerate(self.spec.onshutdown):
-            self._bundle(entry, f"containers/onshutdown/{index:03d}-{entry.name}")
-        for entry in self.spec.services:
-            self._bundle(entry, f"containers/services/{entry.name}")
+        for section in ("onboot", "onshutdown", "services"):
+            for index, entry in enumerate(getattr(self.spec, section)):
+                self._bundle(entry, ociconfig.bundle_prefix(section, index, entry.name))
         for volume in self.spec.volumes:
             if volume.image:
                 image = self._image(volume.image, volume.where)
@@ -170,10 +167,9 @@ class Assembler:
     def _bundle(self, entry: ImageEntry, path: str) -> None:
         image = self._image(entry.image, entry.where)
         info = ociconfig.ImageInfo(ref=image.ref, config=image.config.get("config") or {})
-        bundle = ociconfig.generate(entry, info, self.idmap)
-        bundle_dir = self.tree.subtree(path)
-        self.tree.add_file(f"{path}/config.json", _json(bundle.config), 0o644)
-        self.tree.add_file(f"{path}/runtime.json", _json(bundle.runtime), 0o644)
+        bundle = ociconfig.generate(entry, info, self.idmap, prefix=path)
+        self.tree.add_file(f"{path}/config.json", bundle.config_json(), 0o644)
+        self.tree.add_file(f"{path}/runtime.json", bundle.runtime_json(), 0o644)
         if bundle.readonly:
             root = self.tree.subtree(f"{path}/rootfs")
         else:
@@ -182,7 +178,6 @@ class Assembler:
             self.tree.ensure_dir(f"{path}/rootfs")
         _apply_layers(self.tree, self.store, image, root, container=True)
         _container_fixups(self.tree, root)
-        del bundle_dir
 
     def _file(self, entry: FileEntry) -> None:
         where = str(entry.where) if entry.where else entry.path
@@ -209,10 +204,6 @@ class Assembler:
         else:
             data = b""
         self.tree.add_file(entry.path, data, mode, uid, gid, where=where)
-
-
-def _json(value: object) -> bytes:
-    return (json.dumps(value, indent=4, sort_keys=True) + "\n").encode()
 
 
 def allowed_source_roots(spec: Spec) -> list[Path]:

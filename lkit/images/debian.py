@@ -71,15 +71,27 @@ def _run(argv: Sequence[str], *, cwd: Path | None = None, timeout: int = QUERY_T
         raise InfraError(f"`{' '.join(argv)}` did not finish in {timeout} s") from exc
 
 
-def candidate_version(name: str) -> str:
-    """The version `apt-get install NAME` would pick now (apt-cache policy's Candidate)."""
+def candidate_versions(names: Sequence[str]) -> dict[str, str]:
+    """The version `apt-get install NAME` would pick now (apt-cache policy's Candidate), in one call."""
     check_apt_lists()
-    out = _run(["apt-cache", "policy", "--", name]).stdout
-    match = re.search(r"^\s*Candidate:\s*(\S+)", out, re.M)
-    if not match or match.group(1) == "(none)":
-        raise ImageError(f"Debian package {name!r} has no installable candidate version",
-                         hint="check the name with `apt-cache search`; run `apt-get update` if lists are old")
-    return match.group(1)
+    out = _run(["apt-cache", "policy", "--", *names]).stdout
+    found: dict[str, str] = {}
+    current = None
+    for line in out.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            current = line[:-1].split(":")[0]
+        match = re.match(r"^\s+Candidate:\s*(\S+)", line)
+        if match and current and match.group(1) != "(none)":
+            found[current] = match.group(1)
+    for name in names:
+        if name not in found:
+            raise ImageError(f"Debian package {name!r} has no installable candidate version",
+                             hint="check the name with `apt-cache search`; run `apt-get update` if lists are old")
+    return found
+
+
+def candidate_version(name: str) -> str:
+    return candidate_versions([name])[name]
 
 
 def depends(name: str, version: str) -> list[str]:
@@ -202,6 +214,7 @@ class PackageFS:
     """The merged file tree of several .debs (later packages win), read straight from their data tars."""
 
     entries: dict[str, FsEntry] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)  # packages whose file contents were read
 
     @classmethod
     def open(cls, debs: Sequence[tuple[str, Path]], scratch: Path) -> "PackageFS":
@@ -250,6 +263,7 @@ class PackageFS:
         entry = self.entries[self.resolve(path)]
         if entry.kind != "file" or entry.tar is None:
             raise ImageError(f"/{path} in the packages is a {entry.kind}, not a file")
+        self.used.add(entry.package)
         with open(entry.tar, "rb") as fh:
             fh.seek(entry.offset)
             return fh.read(entry.size)
@@ -374,5 +388,5 @@ def modinfo(data: bytes, where: str) -> dict[str, list[str]]:
     return out
 
 
-__all__ = ["ElfDeps", "FsEntry", "PackageFS", "candidate_version", "check_apt_lists", "depends",
+__all__ = ["ElfDeps", "FsEntry", "PackageFS", "candidate_version", "candidate_versions", "check_apt_lists", "depends",
            "download", "elf_deps", "elf_section", "is_elf", "modinfo", "norm", "sha256_file"]

@@ -327,21 +327,24 @@ def match_lock(spec: BuildSpec, locked: list[Locked], lock_path: Path) -> list[L
 def resolve_packages(spec: BuildSpec, old: list[Locked]) -> list[Locked]:
     """--update: the candidate version of each package (via: the matching dependency), downloaded."""
     known = {(e.name, e.version): e.sha256 for e in old}
-    out: list[Locked] = []
+    vias = sorted({r.via for r in spec.packages if r.via})
+    via_versions = debian.candidate_versions(vias) if vias else {}
+    chosen: list[tuple[str, str | None]] = []
     for ref in spec.packages:
         if ref.name:
-            name, via = ref.name, None
-        else:
-            assert ref.via and ref.match
-            deps = [d for d in debian.depends(ref.via, debian.candidate_version(ref.via))
-                    if fnmatch.fnmatchcase(d, ref.match)]
-            if len(deps) != 1:
-                raise SpecError(f"{ref.via} depends on {deps or 'no package'} matching {ref.match!r}; need one",
-                                where=f"{spec.directory / 'build.yml'}:{ref.line}")
-            name, via = deps[0], ref.via
-        version = debian.candidate_version(name)
-        _path, sha = debian.download(name, version, known.get((name, version)))
-        out.append(Locked(name, version, sha, via))
+            chosen.append((ref.name, None))
+            continue
+        assert ref.via and ref.match
+        deps = [d for d in debian.depends(ref.via, via_versions[ref.via]) if fnmatch.fnmatchcase(d, ref.match)]
+        if len(deps) != 1:
+            raise SpecError(f"{ref.via} depends on {deps or 'no package'} matching {ref.match!r}; need one",
+                            where=f"{spec.directory / 'build.yml'}:{ref.line}")
+        chosen.append((deps[0], ref.via))
+    versions = debian.candidate_versions([name for name, _via in chosen])
+    out: list[Locked] = []
+    for name, via in chosen:
+        _path, sha = debian.download(name, versions[name], known.get((name, versions[name])))
+        out.append(Locked(name, versions[name], sha, via))
     return out
 
 
@@ -424,6 +427,7 @@ class Assembler:
                 raise ImageError(f"/{debian.norm(src)} is not in the packages (at /{path})")
             if entry.kind != "symlink":
                 break
+            self.fs.used.add(entry.package)
             if dest is None:
                 self.tree.add(path, Entry("symlink", 0o777, link=entry.linkname))
             target = entry.linkname if entry.linkname.startswith("/") else posixpath.join("/" + parent, entry.linkname)
@@ -480,6 +484,7 @@ class Assembler:
             if e.kind == "dir":
                 self.tree.add(out, Entry("dir", e.mode))
             elif e.kind == "symlink":
+                self.fs.used.add(e.package)
                 self.tree.add(out, Entry("symlink", 0o777, link=e.linkname))
             else:
                 self.tree.add(out, Entry("file", e.mode, self.fs.read(p)))
@@ -553,7 +558,8 @@ def kernel_tar(fs: debian.PackageFS, version: str, wanted: list[str], where: str
 
     rel = {n: by_name[n][len(base) + 1:] for n in info}
     entries: dict[str, Entry] = {}
-    dep_lines, alias_lines = [], []
+    dep_lines: list[str] = []
+    alias_lines: list[str] = []
     for name in sorted(info, key=lambda n: rel[n]):
         entries[by_name[name]] = Entry("file", 0o644, fs.read(by_name[name]))
         # modules.dep lists dependencies so that the last one is loaded first (depmod's order)
@@ -562,11 +568,11 @@ def kernel_tar(fs: debian.PackageFS, version: str, wanted: list[str], where: str
         alias_lines.extend(f"alias {a} {name}\n" for a in info[name].get("alias", []))
     entries[f"{base}/modules.dep"] = Entry("file", 0o644, "".join(dep_lines).encode())
     entries[f"{base}/modules.alias"] = Entry("file", 0o644, "".join(sorted(alias_lines)).encode())
-    for extra in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
-        if f"{base}/{extra}" in fs.entries and extra != "modules.order":
+    for extra in ("modules.builtin", "modules.builtin.modinfo"):  # modprobe of a built-in is a no-op
+        if f"{base}/{extra}" in fs.entries:
             entries[f"{base}/{extra}"] = Entry("file", 0o644, fs.read(f"{base}/{extra}"))
-    entries[f"{base}/modules.order"] = Entry("file", 0o644, "".join(f"{rel[n]}\n" for n in sorted(
-        info, key=lambda n: rel[n])).encode())
+    entries[f"{base}/modules.order"] = Entry("file", 0o644, "".join(
+        f"{rel[n]}\n" for n in sorted(info, key=lambda n: rel[n])).encode())
     buf = io.BytesIO()
     write_tar(buf, entries)
     return buf.getvalue()
@@ -735,6 +741,9 @@ def build(directory: Path, store: Store, *, update: bool = False,
         debs = [(e.name, debian.download(e.name, e.version, e.sha256)[0]) for e in locked]
         fs = debian.PackageFS.open(debs, scratch)
         tree = assemble(spec, fs, locked, scratch, files)
+        unused = [e.name for e in locked if e.name not in fs.used]
+        if unused:
+            log(f"{spec.name}: nothing was taken from package(s) {', '.join(unused)}; drop them from build.yml?")
         layer = scratch / "layer.tar"
         with open(layer, "wb") as fh:
             write_tar(fh, tree.entries)
@@ -757,5 +766,7 @@ def find_build_dirs(paths: Iterable[Path]) -> list[Path]:
             out.extend(subs)
         else:
             raise SpecError(f"no such directory: {p}", where=str(p))
-    seen: set[Path] = set()
-    return [d for d in out if not (d.resolve() in seen or seen.add(d.resolve()))]
+    unique: dict[Path, Path] = {}
+    for d in out:
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())

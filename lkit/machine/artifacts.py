@@ -1,7 +1,7 @@
 """What to boot: a format name plus its output files (LinuxKit's names) -> a BootTarget.
 
 The machine layer knows formats and file names, not specs: NAME-kernel/NAME-initrd.img/NAME-cmdline,
-NAME.iso, NAME-efi.iso, NAME-efi-initrd.iso, NAME-bios.img, NAME-efi.img, NAME-bios.qcow2,
+NAME.iso, NAME-efi.iso, NAME-efi-initrd.iso, NAME-bios.img, NAME-efi.img, NAME.qcow2 (qcow2-bios),
 NAME-efi.qcow2, NAME-kernel + NAME-squashfs.img (+ NAME-squashfs-initrd.img, a stage-1 initrd).
 """
 
@@ -32,7 +32,7 @@ _SUFFIXES: dict[str, str] = {  # a single-file format's file name suffix (after 
     "iso-efi-initrd": "-efi-initrd.iso",
     "raw-bios": "-bios.img",
     "raw-efi": "-efi.img",
-    "qcow2-bios": "-bios.qcow2",
+    "qcow2-bios": ".qcow2",
     "qcow2-efi": "-efi.qcow2",
 }
 
@@ -57,11 +57,8 @@ class BootTarget:
 
 def _pick(files: list[Path], suffix: str, fmt: str, required: bool = True) -> Path | None:
     # Longest-suffix wins so NAME-efi.iso is not taken for NAME.iso and vice versa.
-    candidates = [f for f in files if f.name.endswith(suffix)]
-    if fmt == "iso-bios":
-        candidates = [f for f in candidates if not f.name.endswith(("-efi.iso", "-efi-initrd.iso"))]
-    if fmt == "iso-efi":
-        candidates = [f for f in candidates if not f.name.endswith("-efi-initrd.iso")]
+    longer = tuple(s for s in _SUFFIXES.values() if s != suffix and s.endswith(suffix))
+    candidates = [f for f in files if f.name.endswith(suffix) and not (longer and f.name.endswith(longer))]
     if not candidates:
         if required:
             raise MachineError(f"format {fmt}: no file named NAME{suffix} among "
@@ -101,7 +98,7 @@ def boot_target(fmt: str, files: Iterable[Path | str], *, cmdline: str | None = 
 def guess_format(paths: Iterable[Path | str]) -> str:
     """`lkit run` without --format: the format from the file names (EFI from `-efi` in the name)."""
     names = [Path(p).name for p in paths]
-    for fmt in ("iso-efi-initrd", "iso-efi", "raw-efi", "qcow2-efi", "raw-bios", "qcow2-bios"):
+    for fmt in ("iso-efi-initrd", "iso-efi", "raw-efi", "qcow2-efi", "raw-bios"):
         if any(n.endswith(_SUFFIXES[fmt]) for n in names):
             return fmt
     if any(n.endswith("-squashfs.img") for n in names):

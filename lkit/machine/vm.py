@@ -56,7 +56,8 @@ class Machine:
                  cpus: int = 1, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
                  console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
                  channel: str = "auto", badness_ignore: Sequence[str] = (),
-                 fail_on_badness: str = "fatal") -> None:
+                 fail_on_badness: str = "fatal", publish: dict[int, int] | None = None,
+                 exit_shutdown_timeout: float = 15) -> None:
         if channel not in ("auto", "agent", "console"):
             raise ValueError("channel must be auto, agent or console")
         if fail_on_badness not in ("fatal", "any", "never"):
@@ -67,11 +68,13 @@ class Machine:
         self.memory_mb = memory_mb
         self.cpus = cpus
         self.guest_ports = tuple(ports)
+        self.publish = dict(publish or {})    # guest port -> fixed host port (`lkit run --publish`)
         self._multiplier_override = timeout_multiplier
         self.console_log = Path(console_log) if console_log else self.workdir / "console.log"
         self.qemu = qemu
         self.channel_mode = channel
         self.fail_on_badness = fail_on_badness
+        self.exit_shutdown_timeout = exit_shutdown_timeout   # graceful power-down bound in __exit__
         self.scanner = BadnessScanner(badness_ignore)
 
         self.accel = "tcg"
@@ -101,7 +104,7 @@ class Machine:
         try:
             if self._proc is not None and self._shutdown is None:
                 if exc_type is None:
-                    self.shutdown()
+                    self.shutdown(self.exit_shutdown_timeout)
                 else:
                     self._quit_or_kill(time.monotonic())
         finally:
@@ -126,6 +129,10 @@ class Machine:
                     break
                 except _ForwardRace:
                     self._teardown_process()
+                    if self.publish:
+                        raise InfraError("QEMU could not forward the published host ports "
+                                         + ", ".join(f"{h}->{g}" for g, h in self.publish.items()),
+                                         hint="a published host port is probably in use") from None
                     if attempt == 2:
                         raise InfraError("QEMU could not set up host port forwarding three times in a row",
                                          hint="another process keeps taking the free ports; retry") from None
@@ -139,7 +146,8 @@ class Machine:
         if self.target.efi:
             fw = find_ovmf()
             fw_code, fw_vars = fw.code, fw.copy_vars(self.workdir)
-        self.forwards = {g: free_port() for g in self.guest_ports}
+        self.forwards = {g: free_port() for g in self.guest_ports if g not in self.publish}
+        self.forwards.update(self.publish)
         cfg = QemuConfig(self.target, sockets, accel=self.accel, memory_mb=self.memory_mb, cpus=self.cpus,
                          forwards=tuple(PortForward(h, g) for g, h in self.forwards.items()),
                          firmware_code=fw_code, firmware_vars=fw_vars, qemu=self.qemu)
@@ -274,8 +282,12 @@ class Machine:
             raise MachineError(f"console matched {regex!r} only as bytes (invalid UTF-8 around it)")
         return sm
 
-    def send_console(self, text: str) -> None:
-        self._require()[1].send(text.encode())
+    def send_console(self, data: str | bytes) -> None:
+        self._require()[1].send(data.encode() if isinstance(data, str) else data)
+
+    def console_bytes(self, start: int = 0) -> bytes:
+        """Raw console output from byte `start` (for attaching a terminal)."""
+        return self._console.data(start) if self._console else b""
 
     # -- commands ----------------------------------------------------------------------------------
     def channel(self, timeout: float = BOOT_TIMEOUT) -> AgentChannel | ConsoleChannel:

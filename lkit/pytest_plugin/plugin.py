@@ -14,6 +14,7 @@ import pytest
 
 from lkit.errors import InfraError
 from lkit.pytest_plugin import fixtures
+from lkit.pytest_plugin.fixtures import lkit_group, lkit_image, lkit_vm, machine  # noqa: F401  (fixtures)
 from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name
 from lkit.pytest_plugin.options import Settings, add_options
 from lkit.pytest_plugin.results import Results

@@ -107,8 +107,7 @@ class Group:
         vm = self._stack.enter_context(Machine(
             target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=exp.cpus,
             ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
-            console_log=console))
-        vm.start()
+            console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
         for marker in exp.markers:
             vm.wait_for_console_text(marker, timeout=exp.boot_timeout)
         vm.wait_for_console_text(SHELL_READY, timeout=exp.boot_timeout)

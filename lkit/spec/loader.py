@@ -1,9 +1,14 @@
 """load_spec(paths) -> Spec: LinuxKit's YAML schema, strict, with file:line and field in every error.
 
 Several files merge as LinuxKit's AppendConfig does: later `kernel` fields override earlier ones,
-every list (init, onboot, onshutdown, services, files, volumes) appends. Beyond LinuxKit: the 2017
-`outputs:` key is read (formats validated), `trust:` is accepted with a notice, uid/gid names must
-name a container, and container names must be usable as directory names.
+every list (init, onboot, onshutdown, services, files, volumes) appends; service names must be
+unique (LinuxKit checks services only; a name reused across sections is a notice).
+
+Where lkit is stricter than LinuxKit, on purpose, so mistakes surface at load time with a line:
+the 2017 `outputs:` key is read (formats validated) and `trust:` is accepted with a notice;
+capability names, binds, tmpfs, rlimits, device modes, namespaces and mounts without a type are
+checked here rather than at build time; uid/gid names must name a container; container names must
+be usable as directory names; file paths may not contain `..`; `optional` needs `source`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ several documents, bad UTF-8 and YAML syntax errors.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,8 +96,9 @@ class Node:
         if allowed is not None:
             for key, child in self.value.items():
                 if key not in allowed:
-                    raise child.error(
-                        f"unknown key {key!r}", hint="allowed keys: " + ", ".join(allowed))
+                    close = difflib.get_close_matches(key, list(allowed), n=1)
+                    guess = f"did you mean {close[0]!r}? " if close else ""
+                    raise child.error(f"unknown key {key!r}", hint=guess + "allowed keys: " + ", ".join(allowed))
         for key in required:
             if key not in self.value:
                 raise self.error(f"missing required key {key!r}")

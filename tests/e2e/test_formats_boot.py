@@ -36,8 +36,8 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ROOT_MODULES = ("virtio", "virtio_ring", "virtio_pci", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
                 "virtio_blk", "squashfs")
 BOOTABLE = [f for f in FORMAT_NAMES if f not in ("kernel+initrd", "tar", "tar-kernel-initrd")]
-# (format, how QEMU sees it): EFI ISOs are also booted as plain disks (their appended ESP).
-BOOTS = [(f, "default") for f in BOOTABLE] + [("iso-efi", "disk"), ("iso-efi-initrd", "disk")]
+# (format, how QEMU sees it): ISOs are also booted as plain disks (hybrid MBR, appended ESP).
+BOOTS = [(f, "default") for f in BOOTABLE] + [(f, "disk") for f in ("iso-bios", "iso-efi", "iso-efi-initrd")]
 
 
 def _cache_dir() -> Path:
@@ -83,7 +83,7 @@ def init_script(marker: str) -> str:
 
 
 def root_entries(kernel: KernelFiles, marker: str) -> dict[str, tuple[int, bytes]]:
-    """path -> (mode, data) of the test root; directories have data None-equivalent b''."""
+    """path -> (mode, data) of the test root's files: static busybox, /init, the stage-1 modules."""
     entries: dict[str, tuple[int, bytes]] = {
         "bin/busybox": (0o755, Path("/bin/busybox").read_bytes()),
         "init": (0o755, init_script(marker).encode()),
@@ -95,7 +95,8 @@ def root_entries(kernel: KernelFiles, marker: str) -> dict[str, tuple[int, bytes
     return entries
 
 
-def write_root(entries: dict[str, tuple[int, bytes]], kernel: Path, cmdline: str, work: Path) -> tuple[Path, Path]:
+def write_root(entries: dict[str, tuple[int, bytes]], kernel: Path, cmdline: str,
+               work: Path) -> tuple[Path, Path]:
     """The initrd (gzip newc cpio) and the root tar (with boot/ as lkit's builder writes it)."""
     cpio = CpioWriter()
     for d in ("dev", "proc", "sys", "tmp"):
@@ -141,7 +142,8 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     return Fixture(files, marker)
 
 
-def qemu_args(fmt: str, outputs: dict[str, Path], vars_copy: Path, log: Path, media: str = "default") -> list[str]:
+def qemu_args(fmt: str, outputs: dict[str, Path], vars_copy: Path, log: Path,
+              media: str = "default") -> list[str]:
     """A plain QEMU command line booting one format (q35, TCG, serial to a file)."""
     args = ["qemu-system-x86_64", "-M", "q35", "-accel", "tcg", "-m", "512", "-smp", "1",
             "-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{log}"]
@@ -184,8 +186,9 @@ def boot_until(args: list[str], log: Path, marker: str, timeout: float) -> float
                 if log.exists() and marker in log.read_text(errors="replace"):
                     return time.monotonic() - start
                 out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                console = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                 raise AssertionError(f"qemu exited ({proc.returncode}) before the marker: {out}\n"
-                                     f"console:\n{log.read_text(errors='replace')[-3000:] if log.exists() else ''}")
+                                     f"console:\n{console}")
             time.sleep(0.1)
         raise AssertionError(f"no marker within {timeout} s; console tail:\n"
                              f"{log.read_text(errors='replace')[-3000:] if log.exists() else ''}")
@@ -232,5 +235,5 @@ def test_format_boots_to_marker(fmt: str, media: str, fixture: Fixture, tmp_path
     else:
         assert "root=ramfs" in line or "root=tmpfs" in line, line
     size = sum(p.stat().st_blocks * 512 if p.suffix == ".img" else p.stat().st_size for p in written)
-    METRICS[fmt if media == "default" else f"{fmt} ({media})"] = {"build_s": round(build_s, 2), "size_mb": round(size / 1e6, 2),
-                    "boot_s": round(boot_s, 2)}
+    METRICS[fmt if media == "default" else f"{fmt} ({media})"] = {
+        "build_s": round(build_s, 2), "size_mb": round(size / 1e6, 2), "boot_s": round(boot_s, 2)}

@@ -82,7 +82,7 @@ def test_socket_dir_must_be_short(tmp_path: Path) -> None:
     ("iso-efi-initrd", ["n-efi-initrd.iso", "n-efi.iso"], "cdrom", True, "cdrom"),
     ("raw-bios", ["n-bios.img"], "disk", False, "disk"),
     ("raw-efi", ["n-efi.img"], "disk", True, "disk"),
-    ("qcow2-bios", ["n-bios.qcow2"], "disk", False, "disk"),
+    ("qcow2-bios", ["n.qcow2", "n-efi.qcow2"], "disk", False, "disk"),
     ("qcow2-efi", ["n-efi.qcow2"], "disk", True, "disk"),
     ("kernel+squashfs", ["n-squashfs.img", "n-kernel", "n-cmdline"], "direct", False, "squashfs"),
 ])
@@ -111,6 +111,7 @@ def test_unbootable_format(tmp_path: Path) -> None:
     (["n-kernel", "n-initrd.img", "n-cmdline"], "kernel+initrd"),
     (["n.iso"], "iso-bios"), (["n-efi.iso"], "iso-efi"), (["n-efi-initrd.iso"], "iso-efi-initrd"),
     (["n-efi.img"], "raw-efi"), (["n-bios.img"], "raw-bios"), (["n-efi.qcow2"], "qcow2-efi"),
+    (["n.qcow2"], "qcow2-bios"),
     (["n-kernel", "n-squashfs.img"], "kernel+squashfs"),
 ])
 def test_guess_format(names: list[str], fmt: str) -> None:

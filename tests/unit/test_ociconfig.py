@@ -314,3 +314,14 @@ def test_idmap_resolve_for_files():
     with pytest.raises(SpecError) as info:
         idmap.resolve("ghost", "f.yml:3")
     assert info.value.where == "f.yml:3" and "web" in info.value.hint
+
+
+def test_generate_finds_the_entry_bundle_path_from_the_idmap():
+    spec = load_spec_text("onboot: [{name: a, image: x:1}]\nonshutdown: [{name: b, image: x:1}]\n"
+                          "services: [{name: c, image: x:1}]\n")
+    idmap = IdMap.from_spec(spec)
+    prefixes = [generate(e, image(), idmap).prefix for _, _, e in spec.entries()]
+    assert prefixes == ["containers/onboot/000-a", "containers/onshutdown/000-b", "containers/services/c"]
+    onboot = generate(spec.onboot[0], image(), idmap)
+    assert onboot.runtime["mounts"][0]["destination"] == "/containers/onboot/000-a/tmp"
+    assert generate(spec.onboot[0], image(), idmap, prefix="p/q").prefix == "p/q"

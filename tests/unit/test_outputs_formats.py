@@ -167,16 +167,18 @@ def _efi_fat_from_iso(iso: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["iso-efi", "iso-efi-initrd"])
-def test_efi_iso_esp_is_also_mbr_partition_2(fmt: str, built: dict[str, dict[str, Path]]) -> None:
+def test_efi_iso_esp_is_also_a_gpt_partition(fmt: str, built: dict[str, dict[str, Path]]) -> None:
     (iso,) = built[fmt].values()
-    proc = _xorriso("-indev", iso, "-report_el_torito", "plain")
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("El Torito boot img :"))
+    report = _xorriso("-indev", iso, "-report_el_torito", "plain", "-report_system_area", "plain").stdout
+    eltorito_lba = int(next(ln for ln in report.splitlines() if ln.startswith("El Torito boot img :"))
+                       .split()[-1])
+    rows = [ln.split() for ln in report.splitlines() if ln.startswith("GPT ")]
+    esp = [r[-2] for r in rows if r[1:3] == ["type", "GUID"] and r[-1] == "28732ac11ff8d211ba4b00a0c93ec93b"]
+    assert len(esp) == 1, report
+    start = next(int(r[-2]) for r in rows if r[1:4] == ["start", "and", "size"] and r[-3] == esp[0])
+    assert start == eltorito_lba * 4                      # the GPT ESP is the El Torito image
     data = iso.read_bytes()
-    assert data[510:512] == b"\x55\xaa"
-    entry = data[446 + 16: 446 + 32]
-    start, sectors = struct.unpack_from("<II", entry, 8)
-    assert entry[4] == 0xEF and start * 512 == int(line.split()[-1]) * 2048
-    assert (start + sectors) * 512 <= len(data) <= (start + sectors) * 512 + (300 << 10)  # + xorriso padding
+    assert data[512:520] == b"EFI PART" and data[446 + 4] == 0xEE
 
 
 def test_iso_efi_boot_image_holds_a_uki(built: dict[str, dict[str, Path]], tmp_path: Path) -> None:

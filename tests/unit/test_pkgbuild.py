@@ -371,3 +371,54 @@ def test_cli_prints_one_line_per_image(tmp_path, fake_archive, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("lkit/tool:1 ") and "built" in lines[0]
     assert "unchanged" in lines[1] and lines[0].split()[1] == lines[1].split()[1]
+
+
+# -- --update --------------------------------------------------------------------------------------
+
+
+def test_update_resolves_candidates_and_via_and_rewrites_the_lock(tmp_path, monkeypatch):
+    d = write_build(tmp_path, """image: lkit/k
+tag: "1"
+packages:
+  - {via: linux-image-cloud-amd64, match: "linux-image-*-cloud-amd64"}
+  - tool
+take: [{paths: [/x]}]
+""", lock=f"tool 0.9 sha256:{SHA}\n")
+    monkeypatch.setattr(debian, "candidate_versions", lambda names: {
+        "linux-image-cloud-amd64": "6.1.9-1", "linux-image-6.1.0-9-cloud-amd64": "6.1.9-1", "tool": "1.0"})
+    monkeypatch.setattr(debian, "depends", lambda name, version: ["initramfs-tools", "linux-image-6.1.0-9-cloud-amd64"])
+    fetched = []
+    monkeypatch.setattr(debian, "download", lambda n, v, s: (fetched.append((n, v, s)), (tmp_path, "b" * 64))[1])
+    spec = pkgbuild.load_build(d)
+    locked = pkgbuild.resolve_packages(spec, pkgbuild.read_lock(d / "build.lock"))
+    assert locked == [pkgbuild.Locked("linux-image-6.1.0-9-cloud-amd64", "6.1.9-1", "b" * 64,
+                                      via="linux-image-cloud-amd64"),
+                      pkgbuild.Locked("tool", "1.0", "b" * 64)]
+    assert fetched == [("linux-image-6.1.0-9-cloud-amd64", "6.1.9-1", None), ("tool", "1.0", None)]
+    # the re-resolved lock matches build.yml again
+    assert pkgbuild.match_lock(spec, locked, d / "build.lock") == locked
+
+
+def test_update_with_ambiguous_via_is_an_error(tmp_path, monkeypatch):
+    d = write_build(tmp_path, """image: lkit/k
+tag: "1"
+packages:
+  - {via: meta, match: "lib*"}
+take: [{paths: [/x]}]
+""")
+    monkeypatch.setattr(debian, "candidate_versions", lambda names: {n: "1" for n in names})
+    monkeypatch.setattr(debian, "depends", lambda name, version: ["liba", "libb"])
+    with pytest.raises(SpecError, match="need one") as exc:
+        pkgbuild.resolve_packages(pkgbuild.load_build(d), [])
+    assert exc.value.where.endswith("build.yml:4")
+
+
+def test_unused_package_is_reported(tmp_path, fake_archive):
+    text = TOOL_BUILD.replace("[libc6, libseccomp2, tool]", "[libc6, libseccomp2, tool, extra]")
+    extra = fakes.make_deb(tmp_path / "debs" / "extra.deb", {"usr/share/extra": b"x"})
+    fake_archive["paths"]["extra"] = extra
+    lock = fake_archive["lock"] + f"extra 1 sha256:{debian.sha256_file(extra)}\n"
+    d = write_build(tmp_path, text.replace("files: files/\n", ""), lock=lock)
+    messages: list[str] = []
+    pkgbuild.build(d, Store(tmp_path / "store"), log=messages.append)
+    assert any("extra" in m and "nothing was taken" in m for m in messages)

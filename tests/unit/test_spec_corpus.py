@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lkit.build.ociconfig import ImageInfo, generate_all
 from lkit.errors import SpecError
 from lkit.spec import load_spec
 
@@ -50,6 +51,10 @@ def test_good_spec_loads(path: Path):
     spec = load_spec([path])
     assert spec.name == path.stem
     assert spec.images()
+    images = {ref: ImageInfo(ref, {"Cmd": ["/bin/true"]}) for ref in spec.images()}
+    bundles = generate_all(spec, images)
+    assert len(bundles) == len(spec.entries())
+    assert all(b.config["process"]["args"] for b in bundles)
 
 
 def test_unknown_key_hint_lists_allowed_keys():
@@ -85,3 +90,9 @@ def test_bad_utf8_names_line(tmp_path: Path):
     with pytest.raises(SpecError) as info:
         load_spec([path])
     assert info.value.where == f"{path}:2"
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(SpecError) as info:
+        load_spec([DATA / "bad" / "unknown_top_key.yml"])
+    assert info.value.hint.startswith("did you mean 'services'?")

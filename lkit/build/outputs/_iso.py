@@ -30,16 +30,18 @@ class BiosBoot:
 
 @dataclass(frozen=True)
 class EfiBoot:
-    """El Torito EFI entry: a FAT image (an EFI system partition).
+    """El Torito EFI entry: a FAT image (an EFI system partition) inside the ISO tree, hidden.
 
-    With `appended` set, the FAT image is a host file appended after the ISO as MBR partition 2
-    (type 0xEF) and the El Torito entry points at it: the same bytes then boot from a CD drive and,
-    as a disk, from the partition table. Otherwise `image` is a hidden file inside the ISO tree.
+    xorriso also lists that image in a GPT as the EFI system partition (--efi-boot-part
+    --efi-boot-image), so the same file boots from a CD drive and as a disk. The image is kept
+    inside the ISO 9660 volume (not appended after it): firmware that sees a load size of 0 (images
+    over 32 MiB) extends the El Torito image to the end of the volume, and OVMF fails to boot an
+    appended ESP larger than that.
     """
 
     image: str = "boot.img"
     catalog: str = "boot.catalog"
-    appended: Path | None = None
+    gpt: bool = True
 
 
 def stage(root: Path, files: dict[str, Path]) -> Path:
@@ -79,11 +81,9 @@ def make_iso(out: Path, root: Path, *, bios: BiosBoot | None = None, efi: EfiBoo
             args += ["-eltorito-alt-boot"]
         else:
             args += ["-c", efi.catalog, "-hide", efi.catalog]
-        if efi.appended is not None:
-            args += ["-append_partition", "2", "0xef", efi.appended,
-                     "-e", "--interval:appended_partition_2:all::", "-no-emul-boot"]
-        else:
-            args += ["-e", efi.image, "-no-emul-boot", "-hide", efi.image]
+        args += ["-e", efi.image, "-no-emul-boot", "-hide", efi.image]
+        if efi.gpt:
+            args += ["--efi-boot-part", "--efi-boot-image"]
     out.unlink(missing_ok=True)
     run(args + [root])
     return out

@@ -4,8 +4,8 @@ LinuxKit's mkimage-iso-efi puts the root filesystem on the ISO and boots GRUB wi
 Debian's kernel has iso9660 (and the CD-ROM driver stack) only as modules, so that cannot work here.
 Instead the El Torito EFI image is a FAT file system whose EFI/BOOT/BOOTX64.EFI is a unified kernel
 image (systemd's stub + kernel + initrd + command line): no GRUB, no root device to find.
-The FAT image is appended after the ISO 9660 session as MBR partition 2 (type 0xEF), and the El
-Torito entry points at it, so the same file also boots under UEFI when written to a disk or stick.
+The FAT image is also listed in a GPT as the EFI system partition, so the same file boots under
+UEFI when written to a disk or stick.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def filenames(name: str) -> list[str]:
 def build_iso(files: BootFiles, out: Path) -> Path:
     work = files.workdir / "iso-efi"
     esp = uki_esp(files, work / "esp")
-    root = _iso.stage(work / "root", {})
-    return _iso.make_iso(out, root, efi=_iso.EfiBoot(appended=esp))
+    root = _iso.stage(work / "root", {"boot.img": esp})
+    return _iso.make_iso(out, root, efi=_iso.EfiBoot())
 
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:

@@ -5,8 +5,8 @@ root filesystem on the ISO) through a boot loader with a config file. LinuxKit u
 /kernel and /initrd.img from the ISO 9660 tree; lkit uses Debian's systemd-boot with a Boot Loader
 Specification entry, and because systemd-boot reads only FAT, the kernel and initrd sit next to it
 on the El Torito FAT image (EFI/BOOT/BOOTX64.EFI, loader/entries/linuxkit.conf, /kernel,
-/initrd.img) rather than in the ISO 9660 tree. As with iso-efi, that FAT image is appended as MBR
-partition 2 (type 0xEF), so the ISO boots from a CD drive and as a disk.
+/initrd.img) rather than in the ISO 9660 tree. As with iso-efi, that FAT image is also the GPT's
+EFI system partition, so the ISO boots from a CD drive and as a disk.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def filenames(name: str) -> list[str]:
 def build_iso(files: BootFiles, out: Path) -> Path:
     work = files.workdir / "iso-efi-initrd"
     esp = systemd_boot_esp(files, work / "esp")
-    root = _iso.stage(work / "root", {})
-    return _iso.make_iso(out, root, efi=_iso.EfiBoot(appended=esp))
+    root = _iso.stage(work / "root", {"boot.img": esp})
+    return _iso.make_iso(out, root, efi=_iso.EfiBoot())
 
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:

@@ -38,7 +38,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 fail() { echo "lkit-stage1: $*"; sleep 1; poweroff -f; }
-for m in $(cat /etc/stage1-modules); do insmod "/lib/stage1/$m.ko" || echo "lkit-stage1: insmod $m failed"; done
+for m in $(cat /etc/stage1-modules); do
+  insmod "/lib/stage1/$m.ko" || echo "lkit-stage1: insmod $m failed"
+done
 root=/dev/vda
 init=
 for arg in $(cat /proc/cmdline); do
