@@ -24,7 +24,8 @@ from lkit.build.archive import write_initrd, write_tar
 from lkit.build.outputs.base import BootFiles, get_format
 from lkit.build.rootfs import Assembler, Assembly, allowed_source
 from lkit.build.tree import Content, Node
-from lkit.errors import BuildError, ImageError
+from lkit.errors import BuildError, ImageError, InfraError
+from lkit.images import refs
 from lkit.images.store import Image, Store
 from lkit.spec.model import Spec
 
@@ -100,7 +101,9 @@ def build_key(spec: Spec, resolve: Callable[[str], Image]) -> tuple[str, dict[st
         try:
             digests[ref] = resolve(ref).digest
         except ImageError as exc:
-            raise ImageError(exc.message, where=_where_of(spec, ref) or exc.where, hint=exc.hint) from None
+            name = refs.normalise(ref)
+            message = exc.message if name in exc.message else f"image {name}: {exc.message}"
+            raise ImageError(message, where=_where_of(spec, ref) or exc.where, hint=exc.hint) from None
     sources = {}
     for entry in spec.files:
         if entry.source is not None:
@@ -126,8 +129,11 @@ class _Stamp:
     def save(self, data: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _still_valid(record: list[dict], outdir: Path) -> list[Artifact] | None:
@@ -213,7 +219,20 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
 
     Images are looked up as LinuxKit does: the local store first, then the registry (`pull` forces a
     fresh pull, `offline` never touches the network and names the missing image instead).
+    A host failure while writing (disk full, read-only, permissions) is an InfraError naming the file;
+    outputs only ever appear complete (written aside, then renamed), so none is left half-written.
     """
+    try:
+        return _build(spec, formats, outdir, store=store, cache_dir=cache_dir, use_cache=use_cache, pull=pull,
+                      offline=offline, insecure=insecure)
+    except OSError as exc:
+        where = exc.filename or outdir
+        raise InfraError(f"cannot write the build of {spec.name}: {exc.strerror or exc} ({where})",
+                         hint="free some space or choose another --dir / LKIT_BUILD_CACHE") from None
+
+
+def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None,
+           cache_dir: Path | None, use_cache: bool, pull: bool, offline: bool, insecure: bool) -> BuiltImage:
     started = time.monotonic()
     store = store or Store.default()
     resolved: dict[str, Image] = {}

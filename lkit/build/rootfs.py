@@ -110,11 +110,24 @@ class Assembler:
         self.images[ref] = image.digest
         return image
 
+    def _layers(self, tree: Tree, image: Image, base: Node, *, container: bool, where: object) -> None:
+        """Apply an image's layers; an error names the spec entry (`where`) and the image."""
+        try:
+            _apply_layers(tree, self.store, image, base, container=container)
+        except ImageError as exc:
+            detail = f"{exc.where}: {exc.message}" if exc.where else exc.message
+            if image.ref not in detail:
+                detail = f"image {image.ref}: {detail}"
+            raise ImageError(detail, where=str(where) if where else None, hint=exc.hint) from None
+
+    def _init_where(self, ref: str) -> str:
+        return f"{self.spec.sources[0]}: init {ref}" if self.spec.sources else f"init {ref}"
+
     def assemble(self) -> Assembly:
         kernel = self._kernel()
         for ref in self.spec.init:
-            image = self._image(ref, "init")
-            _apply_layers(self.tree, self.store, image, self.tree.root, container=False)
+            image = self._image(ref, self._init_where(ref))
+            self._layers(self.tree, image, self.tree.root, container=False, where=self._init_where(ref))
         for section in ("onboot", "onshutdown", "services"):
             for index, entry in enumerate(getattr(self.spec, section)):
                 self._bundle(entry, ociconfig.bundle_prefix(section, index, entry.name))
@@ -122,7 +135,7 @@ class Assembler:
             if volume.image:
                 image = self._image(volume.image, volume.where)
                 base = self.tree.subtree(f"containers/volumes/{volume.name}")
-                _apply_layers(self.tree, self.store, image, base, container=False)
+                self._layers(self.tree, image, base, container=False, where=f"{volume.where}: volume {volume.name}")
         for entry in self.spec.files:
             self._file(entry)
         cmdline = self.spec.kernel.cmdline if self.spec.kernel else ""
@@ -134,7 +147,7 @@ class Assembler:
             return None
         image = self._image(spec_kernel.image, spec_kernel.where)
         scratch = Tree()
-        _apply_layers(scratch, self.store, image, scratch.root, container=False)
+        self._layers(scratch, image, scratch.root, container=False, where=f"{spec_kernel.where}: kernel.image")
 
         def file_of(name: str) -> Content | None:
             node = scratch.lookup(name)
@@ -176,7 +189,8 @@ class Assembler:
             root = self.tree.subtree(f"{path}/lower")
             self.tree.ensure_dir(f"{path}/tmp")
             self.tree.ensure_dir(f"{path}/rootfs")
-        _apply_layers(self.tree, self.store, image, root, container=True)
+        section = path.split("/")[1] if path.startswith("containers/") else "entry"
+        self._layers(self.tree, image, root, container=True, where=f"{entry.where}: {section} {entry.name}")
         _container_fixups(self.tree, root)
 
     def _file(self, entry: FileEntry) -> None:

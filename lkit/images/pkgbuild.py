@@ -375,11 +375,6 @@ class ImageTree:
             return
         self.entries[path] = entry
 
-    def tar_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        write_tar(buf, self.entries)
-        return buf.getvalue()
-
 
 def write_tar(fileobj: Any, entries: dict[str, Entry]) -> None:
     """A deterministic GNU tar: parents added, sorted, root-owned, fixed mtime, no pax headers."""

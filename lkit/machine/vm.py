@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from lkit.errors import InfraError, MachineError
 from lkit.machine import accel as accel_mod
@@ -34,7 +34,10 @@ from lkit.machine.firmware import find_ovmf
 from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
-from lkit.machine.timeline import Timeline
+from lkit.machine.timeline import Timeline, TimelineEntry
+
+if TYPE_CHECKING:
+    from lkit.machine.facts import GuestFacts
 
 BOOT_TIMEOUT = 120.0          # base seconds for the guest to get its command channel up (x multiplier)
 _FORWARD_FAILED = re.compile(r"Could not set up host forwarding rule|could not set up host forwarding",
@@ -155,7 +158,7 @@ class Machine:
         qlog = self._stack.enter_context(open(self._qemu_log, "wb"))
         try:
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                                          start_new_session=True)
+                                          start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
             raise InfraError(f"cannot start {self.qemu}: {exc}", hint="install qemu-system-x86") from exc
         self._qmp = QmpClient(sockets.qmp, clock=self._since_t0)
@@ -281,6 +284,24 @@ class Machine:
         if sm is None:  # the byte pattern matched across an invalid UTF-8 sequence
             raise MachineError(f"console matched {regex!r} only as bytes (invalid UTF-8 around it)")
         return sm
+
+    def wait_for_marker(self, name: str, timeout: float) -> "TimelineEntry":
+        """Wait for a boot-contract marker line (init, services, shell, poweroff, onboot:NAME, ...) and
+        return its timeline entry (host seconds since cont, guest uptime)."""
+        kind, _, sub = name.partition(":")
+        texts = {"banner": "Welcome to LinuxKit", "init": "lkit: init start", "services": "lkit: services started",
+                 "shell": "lkit: shell ready", "poweroff": "lkit: poweroff", "kernel": "Linux version"}
+        if kind in ("onboot", "onshutdown") and sub:
+            text = f"lkit: {kind} {re.escape(sub)} exit"
+        elif kind in texts:
+            text = texts[kind]
+        else:
+            raise ValueError(f"unknown marker {name!r}")
+        self.wait_for_console_text(text + r"[^\n]*\n", timeout)   # the whole line: the timeline has it
+        entry = self.timeline.get(name)
+        if entry is None:
+            raise MachineError(f"marker {name!r} seen on the console but not parsed into the timeline")
+        return entry
 
     def send_console(self, data: str | bytes) -> None:
         self._require()[1].send(data.encode() if isinstance(data, str) else data)
@@ -434,9 +455,20 @@ class Machine:
         return ev.data.get("reason") if ev else None
 
     # -- facts -------------------------------------------------------------------------------------
-    def facts(self) -> "Any":
+    def facts(self) -> "GuestFacts":
         from lkit.machine.facts import gather
         return gather(self)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL QEMU if the harness dies without cleaning up (crash, kill -9),
+    so no orphan keeps a forwarded port. (Linux prctl PR_SET_PDEATHSIG; tied to the starting thread.)"""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 class _ForwardRace(MachineError):

@@ -115,9 +115,9 @@ class Group:
 
     def facts(self) -> Any:
         if self._facts is None:
-            from lkit.machine.facts import gather_facts
+            from lkit.machine.facts import gather
 
-            self._facts = gather_facts(self.machine())
+            self._facts = gather(self.machine())
         return self._facts
 
     def shutdown(self) -> Any:

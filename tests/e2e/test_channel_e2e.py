@@ -74,7 +74,7 @@ def test_console_fallback_without_agent(guest: SampleGuest, tmp_path_factory: py
     bare = sample_guest(shell_only=True)
     d = tmp_path_factory.mktemp("bare")
     with Machine(boot_target("kernel+initrd", bare.files(d)), workdir=d / "vm", accel="tcg") as m:
-        m.wait_for_console_text("lkit: shell ready", 120)
+        m.wait_for_marker("shell", 120)
         res = m.run("echo via-console; echo e >&2; exit 5")
         assert isinstance(m.channel(), ConsoleChannel)
         assert (res.rc, res.stdout, res.stderr) == (5, "via-console\n", "e\n")

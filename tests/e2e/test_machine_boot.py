@@ -27,7 +27,8 @@ def vm(guest: SampleGuest, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     d = tmp_path_factory.mktemp("boot")
     target = boot_target("kernel+initrd", guest.files(d))
     with Machine(target, workdir=d / "vm", accel="tcg", ports=[80]) as m:
-        m.wait_for_console_text(r"lkit: shell ready", 120)
+        shell = m.wait_for_marker("shell", 120)
+        assert shell.guest is not None and shell.host > shell.guest
         yield m
 
 

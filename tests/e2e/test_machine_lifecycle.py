@@ -132,3 +132,41 @@ def test_accel_auto_lands_on_tcg_with_one_warning(guest: SampleGuest, tmp_path: 
     assert time.monotonic() - t < 300
     assert len([w for w in caught if issubclass(w.category, accel.AccelWarning)]) == 1
     assert (tmp_path / "cache" / "lkit" / "accel.json").is_file()
+
+
+def _dead_or_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def test_a_killed_harness_leaves_no_orphan_qemu(guest: SampleGuest, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    files = [str(p) for p in guest.files(tmp_path)]
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from pathlib import Path\n"
+        "from lkit.machine import Machine, boot_target\n"
+        f"m = Machine(boot_target('kernel+initrd', {files!r}), workdir=Path({str(tmp_path / 'vm')!r}),"
+        " accel='tcg', ports=[80])\n"
+        "m.start()\n"
+        "print(m.pid, m.forward_port(80), flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pid, port = map(int, proc.stdout.readline().split())
+        assert not _dead_or_zombie(pid)
+    finally:
+        proc.kill()          # SIGKILL: no finally, no __exit__ runs in the harness
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while not _dead_or_zombie(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _dead_or_zombie(pid)
+    while not _port_free(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _port_free(port)

@@ -233,3 +233,22 @@ def test_prepare_keeps_callers_variables(tmp_path: Path) -> None:
     res = subprocess.run([*SH_CMD, "-c", script, "sh", str(bundle)], capture_output=True, text=True,
                          env=_env(tmp_path, ["mount"]))
     assert res.stdout.strip() == "onboot /d n"
+
+
+def test_banner_is_linuxkits_welcome_on_its_own_line(tmp_path: Path) -> None:
+    console = tmp_path / "console"
+    env = _env(tmp_path, [])
+    env["LKIT_CONSOLES"] = str(console)
+    res = subprocess.run([*SH_CMD, "-c", f". {LIB}/lib.sh; banner"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = console.read_text().splitlines()
+    assert lines[1] == "Welcome to LinuxKit"
+    assert any("\\______ o" in line for line in lines), lines
+
+
+def test_say_writes_one_line_per_console(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    env = _env(tmp_path, [])
+    env["LKIT_CONSOLES"] = f"{a} {b}"
+    subprocess.run([*SH_CMD, "-c", f'. {LIB}/lib.sh; say "lkit: init start uptime=1.23"'], env=env, check=True)
+    assert a.read_text() == b.read_text() == "lkit: init start uptime=1.23\n"

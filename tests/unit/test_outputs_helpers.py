@@ -100,6 +100,16 @@ def test_disk_layout_and_mbr_entry() -> None:
     assert sector[447:450] == bytes([32, 33, 0])   # CHS of LBA 2048 with 255 heads x 63 sectors
 
 
+def test_mbr_type_follows_the_fat_variant() -> None:
+    sector = bytearray(512)
+    sector[0x36:0x3B] = b"FAT16"
+    assert _disk.mbr_type_for(bytes(sector)) == 0x0E
+    sector[0x36:0x3B] = b"FAT12"
+    assert _disk.mbr_type_for(bytes(sector)) == 0x01
+    sector[0x52:0x57] = b"FAT32"
+    assert _disk.mbr_type_for(bytes(sector)) == 0x0C
+
+
 def test_gpt_guids_derive_from_content(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"a" * 4096)

@@ -22,8 +22,9 @@ _GPT_ENTRY_SIZE = 128
 _GPT_TABLE_SECTORS = _GPT_ENTRIES * _GPT_ENTRY_SIZE // SECTOR   # 32
 
 ESP_TYPE = uuid.UUID("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+MBR_FAT12 = 0x01
+MBR_FAT16_LBA = 0x0E
 MBR_FAT32_LBA = 0x0C
-MBR_ESP = 0xEF
 _NAMESPACE = uuid.UUID("6c6b6974-0000-4000-8000-6469736b0000")  # lkit's, for content-derived GUIDs
 
 
@@ -92,6 +93,15 @@ def gpt(layout: DiskLayout, *, disk_guid: uuid.UUID, part_guid: uuid.UUID, part_
     return head, tail
 
 
+def mbr_type_for(boot_sector: bytes) -> int:
+    """DOS partition type matching the FAT variant mkfs.vfat chose (it picks by size)."""
+    if boot_sector[0x52:0x57] == b"FAT32":
+        return MBR_FAT32_LBA
+    if boot_sector[0x36:0x3B] == b"FAT12":
+        return MBR_FAT12
+    return MBR_FAT16_LBA
+
+
 def content_guid(label: str, digest: bytes) -> uuid.UUID:
     """A GUID derived from the image content: reproducible, yet distinct for distinct images."""
     return uuid.uuid5(_NAMESPACE, label + ":" + digest.hex())
@@ -108,7 +118,7 @@ def _digest(path: Path) -> bytes:
 def write_disk(out: Path, partition: Path, *, scheme: str, boot_code: bytes = b"") -> Path:
     """Write a sparse disk image with `partition` (a FAT image) as its only partition.
 
-    scheme "mbr": bootable FAT32-LBA partition and `boot_code` (e.g. syslinux's mbr.bin);
+    scheme "mbr": bootable FAT partition (type by FAT variant) and `boot_code` (syslinux's mbr.bin);
     scheme "gpt": EFI system partition with a protective MBR.
     """
     layout = layout_for(partition.stat().st_size)
@@ -117,8 +127,9 @@ def write_disk(out: Path, partition: Path, *, scheme: str, boot_code: bytes = b"
         disk.truncate(layout.total_sectors * SECTOR)
         if scheme == "mbr":
             signature = int.from_bytes(digest[:4], "little")
-            disk.write(mbr(layout, boot_code=boot_code, signature=signature, ptype=MBR_FAT32_LBA,
-                           bootable=True))
+            with open(partition, "rb") as f:
+                ptype = mbr_type_for(f.read(512))
+            disk.write(mbr(layout, boot_code=boot_code, signature=signature, ptype=ptype, bootable=True))
         elif scheme == "gpt":
             head, tail = gpt(layout, disk_guid=content_guid("disk", digest),
                              part_guid=content_guid("esp", digest), part_type=ESP_TYPE,

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Boot benchmark: median of N boots per output format, from `cont` to "lkit: services started",
+against the floor measured in the same run: the same kernel and firmware with a bare shell-only
+initrd (lkit.machine.testguest), so the ratio shows what lkit's init and containers cost.
+
+    python bench/boot.py OUTDIR/NAME [--runs 5] [--formats kernel+initrd,iso-efi] [--json out.json]
+
+OUTDIR/NAME is the prefix of built outputs (`lkit build` writes NAME-kernel, NAME.iso, ...); every
+bootable format found there is measured. Each boot is bounded; QEMU is always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lkit.errors import LkitError  # noqa: E402
+from lkit.machine.artifacts import FORMAT_KINDS, BootTarget, boot_target, expand_prefix  # noqa: E402
+from lkit.machine.testguest import sample_guest  # noqa: E402
+from lkit.machine.vm import Machine  # noqa: E402
+
+MARKER = r"lkit: services started"
+
+
+@dataclass
+class Row:
+    name: str
+    efi: bool
+    seconds: list[float]
+    failures: list[str]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
+
+
+def boot_once(target: BootTarget, timeout: float, accel: str) -> float:
+    """Seconds from `cont` to the marker (host clock) for one boot."""
+    with tempfile.TemporaryDirectory(prefix="lkit-bench-") as tmp:
+        with Machine(target, workdir=Path(tmp), accel=accel, timeout_multiplier=1.0) as m:
+            entry = m.wait_for_marker("services", timeout)
+            m.shutdown(timeout=5)   # bounded; quit/kill follow if the guest ignores the power button
+            return entry.host
+
+
+def measure(name: str, target: BootTarget, runs: int, timeout: float, accel: str) -> Row:
+    row = Row(name, target.efi, [], [])
+    for i in range(runs):
+        try:
+            took = boot_once(target, timeout, accel)
+            row.seconds.append(took)
+            status = f"{took:.2f}s"
+        except LkitError as exc:
+            row.failures.append(str(exc).splitlines()[0])
+            status = "failed: " + row.failures[-1][:100]
+        print(f"  {name} run {i + 1}/{runs}: {status}", file=sys.stderr)
+    return row
+
+
+def available_formats(prefix: Path) -> dict[str, list[Path]]:
+    files = expand_prefix(prefix)
+    found: dict[str, list[Path]] = {}
+    for fmt in FORMAT_KINDS:
+        try:
+            boot_target(fmt, files)
+        except LkitError:
+            continue
+        found[fmt] = files
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("prefix", type=Path, help="OUTDIR/NAME of built outputs")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--formats", help="comma-separated formats (default: every bootable one found)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per boot (default 300)")
+    ap.add_argument("--accel", default="tcg", choices=("auto", "kvm", "tcg"))
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = ap.parse_args(argv)
+
+    formats = available_formats(args.prefix)
+    if args.formats:
+        wanted = args.formats.split(",")
+        missing = [f for f in wanted if f not in formats]
+        if missing:
+            print(f"bench: no outputs for {', '.join(missing)} under {args.prefix}*", file=sys.stderr)
+            return 2
+        formats = {f: formats[f] for f in wanted}
+    if not formats:
+        print(f"bench: no bootable outputs start with {args.prefix}", file=sys.stderr)
+        return 2
+
+    bare = sample_guest(shell_only=True)
+    kernel = next((f for f in expand_prefix(args.prefix) if f.name.endswith("-kernel")), bare.kernel)
+    floors: dict[bool, Row] = {}
+    rows: list[Row] = []
+    for efi in sorted({boot_target(f, files).efi for f, files in formats.items()}):
+        floor = BootTarget("kernel+initrd", "direct", efi, kernel=kernel, initrd=bare.initrd,
+                           cmdline="console=ttyS0 panic=-1 loglevel=6")
+        floors[efi] = measure("floor-efi" if efi else "floor-bios", floor, args.runs, args.timeout, args.accel)
+    for fmt, files in formats.items():
+        rows.append(measure(fmt, boot_target(fmt, files), args.runs, args.timeout, args.accel))
+
+    print(f"\nboot to '{MARKER}' ({args.accel}, median of {args.runs}; floor = same kernel/firmware, "
+          "shell-only initrd)")
+    print(f"{'format':<18} {'median s':>9} {'min':>7} {'max':>7} {'floor s':>8} {'ratio':>6} {'failed':>6}")
+    for row in [*floors.values(), *rows]:
+        floor = floors[row.efi].median
+        med = row.median
+        ratio = f"{med / floor:.2f}" if med is not None and floor else "-"
+        print(f"{row.name:<18} {med if med is not None else float('nan'):9.2f} "
+              f"{min(row.seconds, default=float('nan')):7.2f} {max(row.seconds, default=float('nan')):7.2f} "
+              f"{floor if floor is not None else float('nan'):8.2f} {ratio:>6} {len(row.failures):>6}")
+    if args.json:
+        data = {"marker": MARKER, "accel": args.accel, "runs": args.runs,
+                "rows": [{**asdict(r), "median": r.median, "floor": floors[r.efi].median}
+                         for r in [*floors.values(), *rows]]}
+        tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, args.json)
+    return 0 if all(not r.failures for r in rows) else 1
+
+
+if __name__ == "__main__":
+    t = time.monotonic()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    print(f"bench: {time.monotonic() - t:.0f}s", file=sys.stderr)
+    sys.exit(code)
