@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
           "shell-only initrd)")
     print(f"{'format':<18} {'median s':>9} {'min':>7} {'max':>7} {'floor s':>8} {'ratio':>6} {'failed':>6}")
     for row in [*floors.values(), *rows]:
-        floor = floors[row.efi].median
+        floor_s = floors[row.efi].median
         med = row.median
-        ratio = f"{med / floor:.2f}" if med is not None and floor else "-"
+        ratio = f"{med / floor_s:.2f}" if med is not None and floor_s else "-"
         print(f"{row.name:<18} {med if med is not None else float('nan'):9.2f} "
               f"{min(row.seconds, default=float('nan')):7.2f} {max(row.seconds, default=float('nan')):7.2f} "
-              f"{floor if floor is not None else float('nan'):8.2f} {ratio:>6} {len(row.failures):>6}")
+              f"{floor_s if floor_s is not None else float('nan'):8.2f} {ratio:>6} {len(row.failures):>6}")
     if args.json:
         data = {"marker": MARKER, "accel": args.accel, "runs": args.runs,
                 "rows": [{**asdict(r), "median": r.median, "floor": floors[r.efi].median}

@@ -8,6 +8,7 @@ initrd of a key are kept in the build cache, so asking for another format later 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -227,8 +228,10 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
                       offline=offline, insecure=insecure)
     except OSError as exc:
         where = exc.filename or outdir
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise InfraError(f"cannot write the build of {spec.name}: {exc.strerror or exc} ({where})",
-                         hint="free some space or choose another --dir / LKIT_BUILD_CACHE") from None
+                         hint="free some space or choose another --dir / LKIT_BUILD_CACHE" if full else
+                         "--dir and LKIT_BUILD_CACHE must be writable folders") from None
 
 
 def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None,

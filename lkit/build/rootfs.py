@@ -179,8 +179,14 @@ class Assembler:
 
     def _bundle(self, entry: ImageEntry, path: str) -> None:
         image = self._image(entry.image, entry.where)
+        section = path.split("/")[1] if path.startswith("containers/") else "entry"
         info = ociconfig.ImageInfo(ref=image.ref, config=image.config.get("config") or {})
-        bundle = ociconfig.generate(entry, info, self.idmap, prefix=path)
+        _check_runtime_config(info, f"{entry.where}: {section} {entry.name}")
+        try:
+            bundle = ociconfig.generate(entry, info, self.idmap, prefix=path)
+        except ImageError as exc:
+            detail = f"{exc.where}: {exc.message}" if exc.where else exc.message
+            raise ImageError(detail, where=f"{entry.where}: {section} {entry.name}", hint=exc.hint) from None
         self.tree.add_file(f"{path}/config.json", bundle.config_json(), 0o644)
         self.tree.add_file(f"{path}/runtime.json", bundle.runtime_json(), 0o644)
         if bundle.readonly:
@@ -189,7 +195,6 @@ class Assembler:
             root = self.tree.subtree(f"{path}/lower")
             self.tree.ensure_dir(f"{path}/tmp")
             self.tree.ensure_dir(f"{path}/rootfs")
-        section = path.split("/")[1] if path.startswith("containers/") else "entry"
         self._layers(self.tree, image, root, container=True, where=f"{entry.where}: {section} {entry.name}")
         _container_fixups(self.tree, root)
 
@@ -218,6 +223,28 @@ class Assembler:
         else:
             data = b""
         self.tree.add_file(entry.path, data, mode, uid, gid, where=where)
+
+
+# Image config fields the bundle generator uses, and the JSON types the OCI image spec gives them.
+_CONFIG_LISTS = ("Entrypoint", "Cmd", "Env")
+_CONFIG_STRINGS = ("WorkingDir", "User")
+
+
+def _check_runtime_config(info: ociconfig.ImageInfo, where: str) -> None:
+    """A hostile or broken image config is an ImageError naming the image, not a crash or a bad bundle."""
+    config = info.config
+    if not isinstance(config, dict):
+        raise ImageError(f"image {info.ref}: config is not an object", where=where)
+    for key in _CONFIG_LISTS:
+        value = config.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ImageError(f"image {info.ref}: config {key} must be a list of strings, got {value!r:.80}",
+                             where=where, hint="rebuild the image with a valid config")
+    for key in _CONFIG_STRINGS:
+        value = config.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ImageError(f"image {info.ref}: config {key} must be a string, got {value!r:.80}",
+                             where=where, hint="rebuild the image with a valid config")
 
 
 def allowed_source_roots(spec: Spec) -> list[Path]:

@@ -36,6 +36,9 @@ _SUFFIXES: dict[str, str] = {  # a single-file format's file name suffix (after 
     "qcow2-efi": "-efi.qcow2",
 }
 
+_ALL_SUFFIXES = (*_SUFFIXES.values(), "-kernel", "-initrd.img", "-cmdline", "-squashfs.img",
+                 "-squashfs-initrd.img")
+
 
 @dataclass(frozen=True)
 class BootTarget:
@@ -57,7 +60,7 @@ class BootTarget:
 
 def _pick(files: list[Path], suffix: str, fmt: str, required: bool = True) -> Path | None:
     # Longest-suffix wins so NAME-efi.iso is not taken for NAME.iso and vice versa.
-    longer = tuple(s for s in _SUFFIXES.values() if s != suffix and s.endswith(suffix))
+    longer = tuple(s for s in _ALL_SUFFIXES if s != suffix and s.endswith(suffix))
     candidates = [f for f in files if f.name.endswith(suffix) and not (longer and f.name.endswith(longer))]
     if not candidates:
         if required:

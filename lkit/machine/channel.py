@@ -21,8 +21,9 @@ import binascii
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from lkit.errors import MachineError
 from lkit.machine.stream import AbortCheck, SerialStream
@@ -44,7 +45,7 @@ class CommandResult:
     stdout_bytes: bytes = b""
     stderr_bytes: bytes = b""
 
-    def __iter__(self):  # allows `rc, out, err = machine.run(...)`
+    def __iter__(self) -> Iterator[Any]:  # allows `rc, out, err = machine.run(...)`
         return iter((self.rc, self.stdout, self.stderr))
 
 

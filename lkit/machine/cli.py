@@ -25,7 +25,7 @@ from lkit.machine.vm import Machine
 CTRL_A = b"\x01"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = subparsers.add_parser("run", help="boot built artifacts under QEMU with the console attached",
                               description=__doc__)
     p.add_argument("images", nargs="+", metavar="IMAGE",

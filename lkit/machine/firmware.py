@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lkit.errors import InfraError
 
@@ -46,7 +47,7 @@ def _descriptors(dirs: Iterable[Path]) -> list[Path]:
     return [chosen[k] for k in sorted(chosen)]
 
 
-def choose(descriptor: dict, machine: str = "pc-q35-7.2") -> bool:
+def choose(descriptor: dict[str, Any], machine: str = "pc-q35-7.2") -> bool:
     """Whether one parsed descriptor fits: x86_64 UEFI, q35, flash, not secure boot."""
     if "uefi" not in descriptor.get("interface-types", []):
         return False

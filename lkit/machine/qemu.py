@@ -86,9 +86,11 @@ def build_argv(cfg: QemuConfig) -> list[str]:
         if t.squashfs is not None:
             argv += ["-drive", f"file={_q(t.squashfs)},format=raw,if=virtio,readonly=on"]
     elif t.kind == "cdrom":
+        assert t.cdrom is not None
         argv += ["-drive", f"file={_q(t.cdrom)},format=raw,media=cdrom,readonly=on,if=ide,index=2",
                  "-boot", "order=d"]
     elif t.kind == "disk":
+        assert t.disk is not None
         argv += ["-drive", f"file={_q(t.disk)},format={t.disk_format},if=virtio,snapshot=on"]
     else:
         raise ValueError(f"unknown boot kind {t.kind}")

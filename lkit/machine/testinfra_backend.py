@@ -24,7 +24,7 @@ _MACHINES: "weakref.WeakValueDictionary[str, Machine]" = weakref.WeakValueDictio
 _counter = itertools.count(1)
 
 
-class LkitBackend(BaseBackend):
+class LkitBackend(BaseBackend):  # type: ignore[misc]
     NAME = "lkit"
 
     def __init__(self, hostname: str, *args: Any, timeout: float = 60, **kwargs: Any) -> None:

@@ -199,7 +199,11 @@ class Machine:
         return stream
 
     def _raise_startup_failure(self) -> None:
-        if self._proc is None or self._proc.poll() is None:
+        if self._proc is None:
+            return
+        try:   # QEMU may have closed QMP a moment before exiting: give it a bounded moment
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             return
         text = self._qemu_output()
         if _FORWARD_FAILED.search(text):

@@ -23,7 +23,7 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("baseline", "baseline JSON to compare this run with; regressions fail the run", None),
     ("thresholds", "regression thresholds, e.g. 'size=5%,time=25%,time_floor=1.5s'", None),
     ("quarantine", "quarantine YAML (test id patterns with a reason and an expiry date)", None),
-    ("reruns", "how many times a failed boot is retried before it counts (recorded in reports)", "0"),
+    ("reruns", "how many times a failed boot is retried before it counts (recorded in reports)", "1"),
     ("keep-vm", "on a failed check, keep the VM running this many seconds for debugging (prints its sockets)", "0"),
     ("no-determinism", "skip the second build that checks byte-identical outputs", None),
 ]

@@ -146,6 +146,35 @@ def test_hostile_layer(name: str, how: str, hostile_store: Path, canary: Path, b
         assert f"{prefix}{canary.as_posix().lstrip('/')}/pwned" in modes, "the symlink is followed inside the root"
 
 
+# ---------------------------------------------------------------------------------- hostile configs
+
+BAD_CONFIGS = {
+    "cmd-int": ({"Cmd": 5}, "Cmd"),
+    "cmd-null-item": ({"Cmd": [None]}, "Cmd"),
+    "entrypoint-object": ({"Entrypoint": {"a": 1}}, "Entrypoint"),
+    "env-string": ({"Env": "PATH=/bin", "Cmd": ["/x"]}, "Env"),
+    "env-non-strings": ({"Env": [1, None], "Cmd": ["/x"]}, "Env"),
+    "workdir-list": ({"WorkingDir": ["/"], "Cmd": ["/x"]}, "WorkingDir"),
+    "user-int": ({"User": 0, "Cmd": ["/x"]}, "User"),
+    "labels-list": ({"Labels": ["a"], "Cmd": ["/x"]}, "Labels"),
+    "label-bad-json": ({"Labels": {"org.mobyproject.config": "{nope"}, "Cmd": ["/x"]}, "invalid JSON"),
+    "label-wrong-type": ({"Labels": {"org.mobyproject.config": '{"capabilities": 5}'}, "Cmd": ["/x"]},
+                         "capabilities"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_hostile_config(name: str, hostile_store: Path, tmp_path: Path, case) -> None:
+    case("hostile image", f"image config {name}")
+    config, expect = BAD_CONFIGS[name]
+    ref = f"hostile/config-{name}:1"
+    add_tar_image(hostile_store, ref, [write_tar(tmp_path / "l.tar", [D("bin")])], config=config)
+    res = _build(hostile_store, _spec(tmp_path / "spec.yml", ref, "onboot"), tmp_path / "out")
+    text = assert_clean_error(res, expect, f"docker.io/{ref}", "onboot evil")
+    assert text.startswith(f"lkit: error: {tmp_path / 'spec.yml'}:"), text
+    assert not (tmp_path / "out" / "spec-initrd.img").exists()
+
+
 # ---------------------------------------------------------------------------------- broken blobs
 
 def _good_image(store: Path, tmp: Path, ref: str) -> dict:
@@ -191,8 +220,12 @@ def test_broken_blob(fault: str, hostile_store: Path, tmp_path: Path, case) -> N
         tag_raw(store, ref, manifest)
         expect = ("not valid JSON",)
     spec = _spec(tmp_path / "spec.yml", ref, "onboot")
+    index_before = (store / "index.json").read_bytes()
     res = _build(store, spec, tmp_path / "out")
     text = assert_clean_error(res, *expect, f"docker.io/{ref}")
+    assert (store / "index.json").read_bytes() == index_before, "a failed build changed the store's index"
+    listed = run_lkit(["cache", "ls"], env=lkit_env(LKIT_STORE=store))
+    assert listed.rc == 0 and "docker.io/hostile/kernel:1" in listed.stdout, listed.stderr
     assert "evil" in text, f"the error must name the spec entry:\n{text}"
     assert not (tmp_path / "out" / "spec-initrd.img").exists()
     leftovers = list((store / "lkit-tmp").iterdir())

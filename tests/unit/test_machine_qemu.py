@@ -97,6 +97,19 @@ def test_boot_targets_from_linuxkit_names(tmp_path: Path, fmt: str, files: list[
         assert t.cmdline == "console=ttyS0 quiet"
 
 
+def test_all_formats_in_one_directory_do_not_clash(tmp_path: Path) -> None:
+    names = ["m-kernel", "m-initrd.img", "m-cmdline", "m.iso", "m-efi.iso", "m-efi-initrd.iso", "m-bios.img",
+             "m-efi.img", "m.qcow2", "m-efi.qcow2", "m-squashfs.img", "m-squashfs-initrd.img"]
+    for n in names:
+        (tmp_path / n).write_text("")
+    files = [tmp_path / n for n in names]
+    assert boot_target("kernel+initrd", files).initrd == tmp_path / "m-initrd.img"
+    sq = boot_target("kernel+squashfs", files)
+    assert (sq.initrd, sq.squashfs) == (tmp_path / "m-squashfs-initrd.img", tmp_path / "m-squashfs.img")
+    assert boot_target("iso-bios", files).cdrom == tmp_path / "m.iso"
+    assert boot_target("qcow2-bios", files).disk == tmp_path / "m.qcow2"
+
+
 def test_missing_file_names_the_expected_name(tmp_path: Path) -> None:
     with pytest.raises(MachineError, match=r"NAME-efi\.iso"):
         boot_target("iso-efi", [tmp_path / "n.iso"])
