@@ -144,6 +144,7 @@ class RunState:
         self.groups: dict[str, Group] = {}
         self._builds: dict[Path, BuiltImage | LkitError] = {}
         self.build_seconds: dict[Path, float] = {}
+        self._rebuilds: dict[Path, BuiltImage] = {}
         self._vm_root: Path | None = None
         self._stack = ExitStack()
 
@@ -197,6 +198,16 @@ class RunState:
         self.build_seconds[suite.path] = time.monotonic() - started
         self._builds[suite.path] = result
         return result
+
+    def rebuilt(self, suite: SuiteSpec) -> BuiltImage:
+        """A second build of every format from scratch (no cache), once per spec: the determinism proof."""
+        cached = self._rebuilds.get(suite.path)
+        if cached is None:
+            import tempfile
+
+            outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
+            cached = self._rebuilds[suite.path] = build(suite.spec, suite.formats, outdir, store=self.store, use_cache=False)
+        return cached
 
     def close(self) -> None:
         for group in self.groups.values():
