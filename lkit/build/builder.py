@@ -223,6 +223,9 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
     A host failure while writing (disk full, read-only, permissions) is an InfraError naming the file;
     outputs only ever appear complete (written aside, then renamed), so none is left half-written.
     """
+    if not spec.name or spec.name in (".", "..") or any(c in spec.name for c in "/\0"):
+        raise BuildError(f"output name {spec.name!r} is not a plain file name",
+                         hint="give --name (or the spec file) a name without '/' such as 'myimage'")
     try:
         return _build(spec, formats, outdir, store=store, cache_dir=cache_dir, use_cache=use_cache, pull=pull,
                       offline=offline, insecure=insecure)

@@ -20,6 +20,11 @@ from testinfra.backend.base import BaseBackend, CommandResult
 if TYPE_CHECKING:
     from lkit.machine.vm import Machine
 
+# Debian's busybox sh runs its own applets before anything on PATH; testinfra's process module needs
+# procps' `ps -o ...time...`, which lkit's init image carries at /usr/bin/ps. A shell function wins over
+# an applet, so commands see procps when it is there and busybox's ps otherwise.
+PREFER_PROCPS = '[ -x /usr/bin/ps ] && ps() { /usr/bin/ps "$@"; }; '
+
 _MACHINES: "weakref.WeakValueDictionary[str, Machine]" = weakref.WeakValueDictionary()
 _counter = itertools.count(1)
 
@@ -43,7 +48,7 @@ class LkitBackend(BaseBackend):  # type: ignore[misc]
 
     def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
         cmd = self.get_command(command, *args)
-        res = self.machine.run(cmd, timeout=self.timeout)
+        res = self.machine.run(PREFER_PROCPS + cmd, timeout=self.timeout)
         return self.result(res.rc, self.encode(cmd), res.stdout_bytes, res.stderr_bytes)
 
 

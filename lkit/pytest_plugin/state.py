@@ -22,7 +22,6 @@ from lkit.pytest_plugin.options import Settings
 from lkit.spec import load_spec
 from lkit.spec.model import Spec
 
-SHELL_READY = r"lkit: shell ready"
 
 
 @dataclass
@@ -110,7 +109,7 @@ class Group:
             console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
         for marker in exp.markers:
             vm.wait_for_console_text(marker, timeout=exp.boot_timeout)
-        vm.wait_for_console_text(SHELL_READY, timeout=exp.boot_timeout)
+        vm.wait_for_marker("shell", timeout=exp.boot_timeout)
         return vm
 
     def facts(self) -> Any:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def case(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     rep = outcome.get_result()
     for c in item.stash.get(_CASES, []):
         if rep.failed:

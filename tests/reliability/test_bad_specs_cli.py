@@ -125,3 +125,14 @@ def test_empty_file(tmp_path: Path, case) -> None:
     res = run_lkit(["build", "--dir", tmp_path / "out", empty], env=lkit_env(LKIT_STORE=tmp_path / "s"))
     assert_clean_error(res, str(empty), "kernel")
     assert not (tmp_path / "out" / "empty-initrd.img").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "sub/dir", ".."])
+def test_output_name_cannot_leave_dir(name: str, fixture_env: dict[str, str], tmp_path: Path, case) -> None:
+    case("bad spec", f"--name {name!r} (output and stamp must stay in --dir)")
+    out = tmp_path / "a" / "b" / "out"
+    res = run_lkit(["build", "--offline", "--dir", out, "--name", name, REPO / "tests" / "reliability" / "specs" / "base.yml"],
+                   env=fixture_env)
+    assert_clean_error(res, "not a plain file name")
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == [], f"files written: {written}"

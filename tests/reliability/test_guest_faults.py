@@ -69,6 +69,7 @@ def test_panic_via_sysrq(targets: dict[str, BootTarget], tmp_path: Path, case) -
 def test_panic_from_cmdline(targets: dict[str, BootTarget], tmp_path: Path, case) -> None:
     case("guest fault", "kernel panic at boot (cmdline: no init, no root)")
     base = targets["base"]
+    assert base.kernel is not None and base.initrd is not None
     target = boot_target("kernel+initrd", [base.kernel, base.initrd],
                          cmdline="console=ttyS0 rdinit=/no/such/init root=/dev/nonexistent")
     t = time.monotonic()

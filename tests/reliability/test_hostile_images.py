@@ -148,7 +148,7 @@ def test_hostile_layer(name: str, how: str, hostile_store: Path, canary: Path, b
 
 # ---------------------------------------------------------------------------------- hostile configs
 
-BAD_CONFIGS = {
+BAD_CONFIGS: dict[str, tuple[dict, str]] = {
     "cmd-int": ({"Cmd": 5}, "Cmd"),
     "cmd-null-item": ({"Cmd": [None]}, "Cmd"),
     "entrypoint-object": ({"Entrypoint": {"a": 1}}, "Entrypoint"),

@@ -172,7 +172,8 @@ def test_qmp_socket_closed(base_target: BootTarget, tmp_path: Path, case) -> Non
                  exit_shutdown_timeout=10) as m:
         m.wait_for_console_text(r"Linux version", 120)
         pid = m.pid
-        m._qmp.close()  # fault injection: the host side of QMP goes away  # type: ignore[union-attr]
+        assert pid is not None and m._qmp is not None
+        m._qmp.close()  # fault injection: the host side of QMP goes away
         t = time.monotonic()
         with pytest.raises(MachineError) as info:
             m.qmp("query-status")
@@ -241,3 +242,59 @@ def test_sigint_to_pytest_with_vm_up(base_target: BootTarget, tmp_path: Path, ca
 
         ET.parse(junit)
     assert not Path(qmp_path).parent.exists(), "the VM's socket folder was left behind"
+
+
+@pytest.mark.e2e
+def test_sigint_to_plugin_suite_run(store_copy: Path, tmp_path: Path, case) -> None:
+    """Ctrl-C to `pytest` running a spec suite through lkit's plugin while its VM boots."""
+    case("host fault", "Ctrl-C (SIGINT) to pytest running the minimal suite through the plugin")
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    for name in ("minimal.yml", "minimal.test.yml"):
+        (suites / name).write_text((REPO / "suites" / name).read_text())
+    build, reports = tmp_path / "build", tmp_path / "reports"
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={tmp_path}",
+            f"--lkit-store={store_copy}", f"--lkit-build-dir={build}", f"--lkit-report-dir={reports}",
+            "--lkit-accel=tcg", "--lkit-no-determinism"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=lkit_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    qemu_pid = None
+    try:
+        deadline = time.monotonic() + 180
+        while qemu_pid is None and time.monotonic() < deadline and proc.poll() is None:
+            qemu_pid = _qemu_using(build)
+            time.sleep(0.2)
+        assert qemu_pid is not None, "the plugin never started QEMU"
+        time.sleep(1.0)
+        t = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        stop_seconds = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if qemu_pid is not None and _alive(qemu_pid):
+            os.kill(qemu_pid, signal.SIGKILL)
+    text = out.decode(errors="replace")
+    print(f"\npytest (plugin) stopped {stop_seconds:.1f}s after SIGINT")
+    assert proc.returncode == 2, f"rc {proc.returncode}:\n{text[-3000:]}"
+    assert not _alive(qemu_pid), "QEMU outlived the interrupted pytest"
+    assert stop_seconds < 60, f"pytest took {stop_seconds:.1f}s to stop after Ctrl-C"
+    summaries = list(reports.rglob("*.json"))
+    for report in summaries:
+        json.loads(report.read_text())
+    assert not [p for p in build.rglob("*") if p.name.startswith(("lkit-build.", "lkit-cache."))]
+
+
+def _qemu_using(folder: Path) -> int | None:
+    """The pid of a QEMU whose command line names a file under `folder`, if one runs."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"qemu-system-x86_64") and any(str(folder).encode() in a for a in cmdline):
+            return int(proc.name)
+    return None
