@@ -1,22 +1,38 @@
-"""A small synchronous QMP client with a reader thread, so events are recorded the moment they arrive.
+"""QMP through `qemu.qmp` (QEMU's own asyncio client), driven from synchronous code.
 
-(qemu.qmp's asyncio client would need an event loop thread of its own; QMP over a unix socket is
-line-delimited JSON, which this does in a few lines with bounded waits.)
+Why the asyncio `QMPClient` rather than `qemu.qmp.legacy.QEMUMonitorProtocol`: the legacy client
+only sees events when it is polled, while lkit waits for SHUTDOWN during power-down and needs
+GUEST_PANICKED the moment it happens. The asyncio client runs on an event loop in one daemon thread
+per client; an event listener task records every event with the host clock as it arrives, a watcher
+task notices the disconnect (QEMU exiting is normal at shutdown), and every call from the caller's
+thread is a `run_coroutine_threadsafe` with a bounded wait.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError, Runstate
 
 from lkit.errors import MachineError
+
+_T = TypeVar("_T")
+_STOP_TIMEOUT = 5.0          # bound for disconnect and for joining the loop thread in close()
+
+# qemu.qmp logs a hang-up during a handshake or flush as an error; QEMU exiting is a normal end for
+# lkit (reported through MachineError). Records still reach configured handlers (pytest's capture),
+# but never Python's last-resort stderr handler in the `lkit` CLI.
+logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -32,26 +48,72 @@ class QmpError(MachineError):
 
 
 class QmpClient:
+    """One QMP connection; same surface as before: connect, command, wait_event, events, closed, close."""
+
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._path = path
         self._clock = clock
-        self._sock: socket.socket | None = None
         self._cond = threading.Condition()
-        self._replies: dict[str, dict[str, Any]] = {}
         self.events: list[QmpEvent] = []
-        self._ids = itertools.count(1)
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._send_lock = threading.Lock()
+        self._client: QMPClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
+    # -- the loop thread ---------------------------------------------------------------------------
+    def _start_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run_loop, args=(loop,), name="lkit-qmp", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            with contextlib.suppress(RuntimeError):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, _T], timeout: float, what: str) -> _T:
+        """Run `coro` on the loop thread and wait at most `timeout` seconds (cancelled after that)."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            coro.close()
+            raise MachineError(f"QMP {what}: the QMP connection is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout=max(timeout, 0.0))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise MachineError(f"QMP {what}: no answer after {timeout:.0f}s") from None
+
+    # -- connecting --------------------------------------------------------------------------------
     def connect(self, timeout: float, alive: Callable[[], str | None]) -> None:
-        """Connect (QEMU creates the socket shortly after start), negotiate capabilities."""
+        """Connect (QEMU creates the socket shortly after start), read the greeting, negotiate."""
         deadline = time.monotonic() + timeout
+        sock = self._connect_socket(deadline, timeout, alive)
+        self._start_loop()
+        try:
+            self._call(self._open(sock), max(1.0, deadline - time.monotonic()), "connect")
+        except BaseException as exc:
+            self.close()
+            sock.close()
+            if isinstance(exc, MachineError):
+                raise
+            if isinstance(exc, (QMPError, OSError, EOFError)):
+                raise MachineError(f"QMP handshake with QEMU failed: {exc}") from None
+            raise
+
+    def _connect_socket(self, deadline: float, timeout: float, alive: Callable[[], str | None]) -> socket.socket:
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(str(self._path))
-                break
+                return sock
             except OSError:
                 sock.close()
                 reason = alive()
@@ -60,71 +122,56 @@ class QmpClient:
                 if time.monotonic() > deadline:
                     raise MachineError(f"QMP socket {self._path} not ready after {timeout:.0f}s") from None
                 time.sleep(0.02)
-        self._sock = sock
-        self._thread = threading.Thread(target=self._pump, name="lkit-qmp", daemon=True)
-        self._thread.start()
-        self._wait_greeting(max(1.0, deadline - time.monotonic()))
-        self.command("qmp_capabilities", timeout=max(1.0, deadline - time.monotonic()))
 
-    def _wait_greeting(self, timeout: float) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: "greeting" in self._replies or self._closed, timeout):
-                raise MachineError("no QMP greeting from QEMU")
+    async def _open(self, sock: socket.socket) -> None:
+        """On the loop: greeting + qmp_capabilities (inside QMPClient.connect), then the two tasks."""
+        client = QMPClient(name=self._path.name)
+        self._client = client
+        await client.connect(sock)
+        # The default all-events listener, drained at once by the record task.
+        self._tasks = [asyncio.create_task(self._record(client.events), name="lkit-qmp-events"),
+                       asyncio.create_task(self._watch(client), name="lkit-qmp-watch")]
 
-    def _pump(self) -> None:
-        assert self._sock is not None
-        buf = b""
-        try:
-            while True:
-                try:
-                    data = self._sock.recv(65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        self._dispatch(json.loads(line))
-        finally:
+    async def _record(self, listener: EventListener) -> None:
+        """Append each event the moment it is dispatched, stamped with the host clock."""
+        async for msg in listener:
+            event = QmpEvent(str(msg["event"]), dict(msg.get("data", {})), self._clock(),
+                             dict(msg.get("timestamp", {})))
             with self._cond:
-                self._closed = True
+                self.events.append(event)
                 self._cond.notify_all()
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    async def _watch(self, client: QMPClient) -> None:
+        """Mark the client closed once the connection drops (EOF when QEMU exits).
+
+        qemu.qmp has already interrupted pending commands by then; the session is finished by the
+        one `disconnect()` in close(), which the rest of lkit always calls."""
+        while client.runstate == Runstate.RUNNING:
+            await client.runstate_changed()
+        await asyncio.sleep(0)            # let the event task take events read just before EOF
+        self._mark_closed()
+
+    def _mark_closed(self) -> None:
         with self._cond:
-            if "QMP" in msg:
-                self._replies["greeting"] = msg
-            elif "event" in msg:
-                self.events.append(QmpEvent(msg["event"], msg.get("data", {}), self._clock(),
-                                            msg.get("timestamp", {})))
-            elif "id" in msg:
-                self._replies[str(msg["id"])] = msg
+            self._closed = True
             self._cond.notify_all()
 
+    # -- use ---------------------------------------------------------------------------------------
     def command(self, name: str, *, timeout: float = 30.0, **args: Any) -> Any:
-        if self._sock is None:
+        """Execute `name` with `args`; bounded. QmpError on an error reply, MachineError if QEMU is gone."""
+        client = self._client
+        if client is None:
             raise MachineError("QMP is not connected")
-        ident = f"lkit-{next(self._ids)}"
-        msg: dict[str, Any] = {"execute": name, "id": ident}
-        if args:
-            msg["arguments"] = args
-        with self._send_lock:
-            try:
-                self._sock.sendall(json.dumps(msg).encode() + b"\n")
-            except OSError as exc:
-                raise MachineError(f"QMP {name}: QEMU is gone ({exc})") from exc
-        with self._cond:
-            ok = self._cond.wait_for(lambda: ident in self._replies or self._closed, timeout)
-            reply = self._replies.pop(ident, None)
-        if reply is None:
-            raise MachineError(f"QMP {name}: " + ("QEMU closed the connection" if ok else
-                                                  f"no answer after {timeout:.0f}s"))
-        if "error" in reply:
-            err = reply["error"]
-            raise QmpError(f"QMP {name} failed: {err.get('class')}: {err.get('desc')}")
-        return reply.get("return")
+        if self.closed:
+            raise MachineError(f"QMP {name}: QEMU closed the connection")
+        try:
+            return self._call(client.execute(name, args or None), timeout, name)
+        except ExecuteError as exc:
+            raise QmpError(f"QMP {name} failed: {exc.error_class}: {exc}") from None
+        except (ExecInterruptedError, EOFError, OSError) as exc:
+            raise MachineError(f"QMP {name}: QEMU closed the connection ({exc or type(exc).__name__})") from None
+        except QMPError as exc:   # StateError: disconnecting; other protocol faults
+            raise MachineError(f"QMP {name}: {type(exc).__name__}: {exc}") from None
 
     def wait_event(self, name: str, timeout: float, *, after: int = 0) -> QmpEvent | None:
         """The first event `name` at index >= `after` within `timeout`; None if none (bounded)."""
@@ -140,11 +187,24 @@ class QmpClient:
             return self._closed
 
     def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._sock.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Disconnect (bounded), stop the loop and join its thread; idempotent."""
+        self._mark_closed()
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if loop.is_running():
+            with contextlib.suppress(Exception):
+                self._call(self._shutdown(), _STOP_TIMEOUT, "disconnect")
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=_STOP_TIMEOUT)
+        self._loop = None
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        client = self._client
+        if client is not None and client.runstate != Runstate.IDLE:
+            with contextlib.suppress(Exception):   # re-raises what ended the session (EOFError)
+                await client.disconnect()

@@ -1,8 +1,12 @@
 """A serial port read by a thread into a buffer, so nothing the guest prints is ever lost.
 
-QEMU exposes each serial port as a unix socket (`-chardev socket,server=on`). One thread per port
-drains it into an in-memory buffer (and optionally a timestamped log file) and wakes waiters; every
-wait is bounded and also ends early when `abort_check` says the VM is gone or broken.
+QEMU exposes each serial port as a unix socket (`-chardev socket,server=on`). The socket I/O goes
+through pexpect (`fdpexpect.fdspawn` on the socket's descriptor): one thread per port drains it with
+short `read_nonblocking` calls into an in-memory buffer (and optionally a timestamped log file) and
+wakes waiters. Waits search that buffer rather than pexpect's own expect buffer, because several
+readers (boot markers, the command channel, tests) look at the same output from positions of their
+own, and a consumed expect buffer would lose text for the others. Every wait is bounded and also
+ends early when `abort_check` says the VM is gone or broken.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from pexpect import EOF, TIMEOUT
+from pexpect.fdpexpect import fdspawn
+
 from lkit.errors import MachineError
 
 LineHook = Callable[[str, float], None]   # (line without newline, host monotonic time)
 AbortCheck = Callable[[], str | None]     # returns a reason to stop waiting, or None
+
+_READ_SIZE = 65536
+_POLL = 0.25                              # seconds per read_nonblocking: bounds noticing close()
 
 
 class SerialStream:
@@ -28,6 +38,10 @@ class SerialStream:
                  t0: Callable[[], float | None] = lambda: None) -> None:
         self.name = name
         self._sock = sock
+        # encoding=None: bytes in and out (the buffer is raw bytes); poll() works for any fd number.
+        self._child = fdspawn(sock, timeout=_POLL, maxread=_READ_SIZE, use_poll=True)
+        self._send_lock = threading.Lock()
+        self._stopping = threading.Event()
         self._log = log
         self._t0 = t0
         self._buf = bytearray()
@@ -46,13 +60,15 @@ class SerialStream:
     # -- reading ---------------------------------------------------------------------------------
     def _pump(self) -> None:
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
-                    data = self._sock.recv(65536)
-                except OSError:
+                    data = self._child.read_nonblocking(_READ_SIZE, timeout=_POLL)
+                except TIMEOUT:
+                    continue
+                except (EOF, OSError, ValueError):   # QEMU gone, or the socket closed under us
                     break
                 if not data:
-                    break
+                    continue
                 now = time.monotonic()
                 self._split_lines(data, now)   # hooks first: a waiter woken below sees their effects
                 with self._cond:
@@ -107,10 +123,15 @@ class SerialStream:
         return self.data(start).decode("utf-8", "replace")
 
     def send(self, data: bytes) -> None:
-        try:
-            self._sock.sendall(data)
-        except OSError as exc:
-            raise MachineError(f"cannot write to serial port {self.name}: {exc}") from exc
+        """Write all of `data` (pexpect's send is one write(2), which may be partial)."""
+        view = memoryview(data)
+        with self._send_lock:
+            try:
+                while view:
+                    written = self._child.send(bytes(view))
+                    view = view[written:]
+            except OSError as exc:
+                raise MachineError(f"cannot write to serial port {self.name}: {exc}") from exc
 
     def wait_for(self, pattern: re.Pattern[bytes], *, start: int, timeout: float,
                  abort_check: AbortCheck | None = None, what: str = "") -> re.Match[bytes]:
@@ -135,9 +156,17 @@ class SerialStream:
                 self._cond.wait(min(left, 0.25))
 
     def close(self) -> None:
+        """Stop the reader (shutdown wakes its poll with EOF), join it, then close the socket.
+
+        The descriptor belongs to the socket object, so it is closed once, by the socket (never by
+        fdspawn.close(), which would close the same number a second time)."""
+        self._stopping.set()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         self._sock.close()
-        self._thread.join(timeout=5)
+        self._child.child_fd = -1
+        self._child.closed = True

@@ -42,13 +42,21 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 def _get(config: pytest.Config, name: str) -> str | None:
+    return _get_with_base(config, name)[0]
+
+
+def _get_with_base(config: pytest.Config, name: str) -> tuple[str | None, Path]:
+    """The option's value and the folder a relative path in it is relative to: the current folder
+    for the command line, the ini file's folder (rootdir) for an ini key."""
     dest = "lkit_" + name.replace("-", "_")
     value = config.getoption(dest)
+    base = Path(config.invocation_params.dir)
     if value is None:
         value = config.getini(dest)
+        base = Path(config.rootpath)
     if value in ("", None):
-        return None
-    return str(value) if not isinstance(value, bool) else ("1" if value else None)
+        return None, base
+    return (str(value) if not isinstance(value, bool) else ("1" if value else None)), base
 
 
 @dataclass
@@ -74,8 +82,8 @@ class Settings:
         root = Path(config.rootpath)
 
         def path(name: str, default: Path | None = None) -> Path | None:
-            value = _get(config, name)
-            return (root / value).resolve() if value else default
+            value, base = _get_with_base(config, name)
+            return (base / value).resolve() if value else default
 
         formats = _get(config, "formats")
         if formats:
@@ -93,10 +101,13 @@ class Settings:
             factor = float(multiplier) if multiplier else None
         except ValueError as exc:
             raise pytest.UsageError(f"lkit option: {exc}") from None
+        suites_value, suites_base = _get_with_base(config, "suites")
+        if suites_value is None:
+            suites_base = root
         store = path("store") or (Path(os.environ["LKIT_STORE"]) if os.environ.get("LKIT_STORE") else None)
         return cls(
             rootdir=root,
-            suites=[(root / s.strip()).resolve() for s in (_get(config, "suites") or "suites").split(",")],
+            suites=[(suites_base / s.strip()).resolve() for s in (suites_value or "suites").split(",")],
             formats=[f.strip() for f in formats.split(",")] if formats else None,
             accel=accel,
             timeout_multiplier=factor,
