@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            description="Build each DIR/build.yml (or every sub-folder of DIR holding one). "
                                        "Prints one line per image: name, digest, compressed size, "
                                        "built/unchanged. See fixtures/pkgs/README.md for the format.")
-    build.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    build.add_argument("dirs", nargs="*", type=Path, metavar="DIR")  # "*": `--push DIR` may have taken one
     build.add_argument("--update", action="store_true",
                        help="re-resolve Debian versions (apt candidates) and rewrite build.lock")
     build.add_argument("--store", type=Path, default=None,
@@ -63,6 +63,8 @@ def _split_push_arg(args: argparse.Namespace) -> None:
     if args.push and Path(args.push).is_dir():
         args.dirs.insert(0, Path(args.push))
         args.push = OWN_NAME
+    if not args.dirs:
+        raise ImageError("lkit pkg build: no DIR given", hint="name package folders, e.g. lkit pkg build fixtures/pkgs/*")
 
 
 def _check_push_target(args: argparse.Namespace, specs: list[pkgbuild.BuildSpec]) -> None:

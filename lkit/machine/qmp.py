@@ -81,10 +81,13 @@ class QmpClient:
     def _call(self, coro: Coroutine[Any, Any, _T], timeout: float, what: str) -> _T:
         """Run `coro` on the loop thread and wait at most `timeout` seconds (cancelled after that)."""
         loop = self._loop
-        if loop is None or loop.is_closed() or not loop.is_running():
+        try:   # queued even if the thread has not entered run_forever yet
+            if loop is None:
+                raise RuntimeError("no event loop")
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:   # the loop was closed by close()
             coro.close()
-            raise MachineError(f"QMP {what}: the QMP connection is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+            raise MachineError(f"QMP {what}: the QMP connection is closed") from None
         try:
             return future.result(timeout=max(timeout, 0.0))
         except concurrent.futures.TimeoutError:
@@ -135,8 +138,10 @@ class QmpClient:
     async def _record(self, listener: EventListener) -> None:
         """Append each event the moment it is dispatched, stamped with the host clock."""
         async for msg in listener:
-            event = QmpEvent(str(msg["event"]), dict(msg.get("data", {})), self._clock(),
-                             dict(msg.get("timestamp", {})))
+            host_time = self._clock()
+            data, stamp = msg.get("data"), msg.get("timestamp")
+            event = QmpEvent(str(msg["event"]), dict(data) if isinstance(data, dict) else {}, host_time,
+                             dict(stamp) if isinstance(stamp, dict) else {})
             with self._cond:
                 self.events.append(event)
                 self._cond.notify_all()
@@ -192,11 +197,10 @@ class QmpClient:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        if loop.is_running():
-            with contextlib.suppress(Exception):
-                self._call(self._shutdown(), _STOP_TIMEOUT, "disconnect")
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
+        with contextlib.suppress(MachineError):
+            self._call(self._shutdown(), _STOP_TIMEOUT, "disconnect")
+        with contextlib.suppress(RuntimeError):     # already closed
+            loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=_STOP_TIMEOUT)
         self._loop = None
 

@@ -54,7 +54,7 @@ def test_format_boots_to_the_shell_and_powers_off(fmt: str, built: BuiltImage, t
     target = boot_target(fmt, built.files(fmt))
     with Machine(target, workdir=tmp_path, accel="tcg", memory_mb=1024) as vm:
         vm.wait_for_marker("shell", timeout=180)
-        assert vm.succeed("cat /proc/cmdline").strip().endswith("console=ttyS0")
+        assert "console=ttyS0" in vm.succeed("cat /proc/cmdline").split()  # the spec's cmdline reached the kernel
         assert vm.run("exit 3").rc == 3
         assert not vm.badness, vm.badness
         result = vm.shutdown()

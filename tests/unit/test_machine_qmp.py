@@ -138,7 +138,8 @@ def test_greeting_negotiation_and_command(sockpath: Path) -> None:
         assert server.received[0]["execute"] == "qmp_capabilities"
         assert server.received[0].get("arguments") == {"enable": ["oob"]}   # offered in the greeting
         assert client.command("query-status") == {"status": "prelaunch", "running": False}
-        out = client.command("human-monitor-command", **{"command-line": "info version"})
+        hmp: dict[str, Any] = {"command-line": "info version"}
+        out = client.command("human-monitor-command", **hmp)
         assert out == {"echo": {"command-line": "info version"}}
         assert "arguments" not in server.received[1]            # no arguments -> none sent
         assert not client.closed
