@@ -95,6 +95,10 @@ def main() -> int:
     images = sorted(set(SHORT_REF.findall(text)))
     kernel = next(ref for ref in images if ref.startswith("lkit/kernel:"))
     rows: list[tuple[str, str, str]] = []
+
+    def record(name: str, median: str, runs: str) -> None:
+        rows.append((name, median, runs))
+        print(f"  {name}: {median} ({runs})", file=sys.stderr, flush=True)  # progress; the table follows
     with tempfile.TemporaryDirectory(prefix="lkit-bench-registry.") as tmp_name, \
             loopback_registry(Path(tmp_name)) as addr:
         tmp = Path(tmp_name)
@@ -114,8 +118,8 @@ def main() -> int:
             pull(Store(store_dir), f"{addr}/{kernel}", insecure=True)
             rates.append(size / 1e6 / (time.monotonic() - started))
             shutil.rmtree(store_dir)
-        rows.append((f"pull {kernel} ({size / 1e6:.1f} MB)", f"{statistics.median(rates):.1f} MB/s",
-                     ", ".join(f"{r:.1f}" for r in rates)))
+        record(f"pull {kernel} ({size / 1e6:.1f} MB)", f"{statistics.median(rates):.1f} MB/s",
+               ", ".join(f"{r:.1f}" for r in rates))
 
         total = sum(image_bytes(default, ref) for ref in images)
         times = []
@@ -124,8 +128,8 @@ def main() -> int:
             times.append(lkit(["cache", "--store", str(store_dir), "pull", "--plain-http",
                                *(f"{addr}/{ref}" for ref in images)], env))
             shutil.rmtree(store_dir)
-        rows.append((f"pull all {len(images)} images ({total / 1e6:.1f} MB)", f"{statistics.median(times):.2f} s",
-                     ", ".join(f"{t:.2f}" for t in times)))
+        record(f"pull all {len(images)} images ({total / 1e6:.1f} MB)", f"{statistics.median(times):.2f} s",
+               ", ".join(f"{t:.2f}" for t in times))
 
         spec = tmp / args.spec.name
         spec.write_text(SHORT_REF.sub(lambda m: f"{addr}/{m.group(0)}", text))
@@ -137,8 +141,8 @@ def main() -> int:
                 times.append(lkit(["build", "--store", str(run / "store"), "--dir", str(run / "out"),
                                    "--plain-http", "-f", fmt, str(spec)], build_env))
                 shutil.rmtree(run)
-            rows.append((f"cold pull+build {fmt}", f"{statistics.median(times):.2f} s",
-                         ", ".join(f"{t:.2f}" for t in times)))
+            record(f"cold pull+build {fmt}", f"{statistics.median(times):.2f} s",
+                   ", ".join(f"{t:.2f}" for t in times))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'median':>12}  runs")

@@ -165,7 +165,22 @@ def check_capabilities(group: Group) -> None:
                 problems.append(f"{name} {which}: " + ", ".join(filter(None, [f"extra {' '.join(extra)}" if extra else "",
                                                                            f"missing {' '.join(lacking)}" if lacking else ""])))
     if problems:
+        _keep_configs(group, [p.split(" ", 1)[0].rstrip(":") for p in problems])
         raise CheckFailed("capabilities differ from the spec: " + "; ".join(problems))
+
+
+def _keep_configs(group: Group, services: list[str]) -> None:
+    """The generated config.json of each failing container, as evidence for the report."""
+    by_name = {e.name: e for e in group.suite.spec.services}
+    idmap = ociconfig.IdMap.from_spec(group.suite.spec)
+    folder = group.run.run_dir / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sorted(set(services) & set(by_name)):
+        image = group.run.store.resolve(by_name[name].image)
+        bundle = ociconfig.generate(by_name[name], ociconfig.ImageInfo(ref=image.ref, config=image.config.get("config") or {}), idmap)
+        path = folder / f"{group.suite.spec.name}-{group.format}-{name}.config.json"
+        path.write_bytes(bundle.config_json())
+        group.evidence[f"config.json of {name}"] = path
 
 
 def check_files(group: Group) -> None:

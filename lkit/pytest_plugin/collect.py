@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lkit.errors import LkitError
+from lkit.report import allure
 from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, CheckFailed
 from lkit.pytest_plugin.state import Group, RunState, SuiteSpec
 
@@ -67,7 +68,25 @@ class CheckItem(pytest.Item):
         return self.config._lkit_run.group(self.suite, self.format)  # type: ignore[attr-defined]
 
     def runtest(self) -> None:
-        CHECKS[self.check](self.group)
+        allure.parameters(self.suite.id, self.format)
+        group = self.group
+        try:
+            with allure.step(f"{self.check} [{self.format}]"):
+                CHECKS[self.check](group)
+        except BaseException:
+            self._attach_evidence(group)
+            raise
+        finally:
+            if self.check == "boot_time" and group._vm is not None:
+                allure.attach_json(group._vm.timeline.as_list(), "boot timeline (stage, s since cont, guest uptime)")
+
+    def _attach_evidence(self, group: Group) -> None:
+        """What a person needs to see why a check failed: console, screen, the container's config."""
+        console = group.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
+        if console.exists():
+            allure.attach_file(console, "console log", "text")
+        for name, path in group.evidence.items():
+            allure.attach_file(path, name, "png" if str(path).endswith(".png") else "json")
 
     def reportinfo(self):
         return self.path, None, f"{self.suite.id}::{self.format}::{self.check}"

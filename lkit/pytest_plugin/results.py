@@ -52,6 +52,8 @@ class Results:
                 console = self.run.run_dir / "console" / f"{group.suite.spec.name}-{group.format}.log"
                 if console.exists():
                     attachments["console"] = str(console)
+                if not report.passed:
+                    attachments.update({name: str(path) for name, path in group.evidence.items()})
             self.checks.setdefault(key, []).append(CheckResult(
                 check=name, outcome=outcome, message="" if report.passed else _one_line(report),
                 duration=round(report.duration, 3), attachments=attachments,

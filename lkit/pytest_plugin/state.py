@@ -62,6 +62,7 @@ class Group:
     _stack: ExitStack = field(default_factory=ExitStack)
     _facts: Any = None
     closed: bool = False
+    evidence: dict[str, Path] = field(default_factory=dict)  # attachment name -> file (screens, configs)
 
     @property
     def key(self) -> str:
@@ -107,10 +108,24 @@ class Group:
             target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=exp.cpus,
             ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
             console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
-        for marker in exp.markers:
-            vm.wait_for_console_text(marker, timeout=exp.boot_timeout)
-        vm.wait_for_marker("shell", timeout=exp.boot_timeout)
+        try:
+            for marker in exp.markers:
+                vm.wait_for_console_text(marker, timeout=exp.boot_timeout)
+            vm.wait_for_marker("shell", timeout=exp.boot_timeout)
+        except LkitError:
+            self._screendump(vm)
+            raise
         return vm
+
+    def _screendump(self, vm: Any) -> None:
+        """The guest's screen when a boot fails (QMP screendump), kept with the run's reports."""
+        path = self.run.run_dir / "screens" / f"{self.suite.spec.name}-{self.format}.png"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            vm.screendump(path)
+            self.evidence["screen at the failure (QMP screendump)"] = path
+        except (LkitError, OSError):
+            pass  # QEMU may already be gone: the console log is the evidence then
 
     def facts(self) -> Any:
         if self._facts is None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +186,14 @@ def load_yaml(path: str | Path) -> Node:
     """Read and parse one YAML file (at most 8 MiB) into a Node tree."""
     name = str(path)
     try:
-        with open(path, "rb") as handle:
+        # O_NONBLOCK: opening a FIFO nobody writes to must not hang; reads then block as usual.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as handle:
+            os.set_blocking(fd, True)
             data = handle.read(MAX_BYTES + 1)
+            if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise SpecError(f"is a pipe with nothing written to it: {name}", where=name,
+                                hint="give the spec file itself")
     except FileNotFoundError:
         raise SpecError(f"no such file: {name}", where=name) from None
     except IsADirectoryError:

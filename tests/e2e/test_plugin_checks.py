@@ -10,6 +10,7 @@ the guest differs from what the tested spec says, exactly as a broken distributi
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -100,7 +101,7 @@ def test_each_check_reports_the_fault_it_finds(pytester: pytest.Pytester):
     (pytester.path / "variant.yml").write_text(VARIANT)
     lkit("--name", "faulty", "--dir", "prebuilt", "variant.yml", cwd=pytester.path)
 
-    result = run_suite(pytester, "--lkit-prebuilt", "prebuilt")
+    result = run_suite(pytester, "--lkit-prebuilt", "prebuilt", "--alluredir", "allure")
     got = outcomes(result)
     text = result.stdout.str()
 
@@ -118,6 +119,14 @@ def test_each_check_reports_the_fault_it_finds(pytester: pytest.Pytester):
     # The run folder has a summary the gate wrote, with the failures recorded per format.
     summaries = list((pytester.path / "reports").glob("*/summary.json"))
     assert len(summaries) == 1 and '"failed"' in summaries[0].read_text()
+    # Allure: the failing capabilities check carries the container's generated config.json and the console.
+    results = [json.loads(p.read_text()) for p in (pytester.path / "allure").glob("*-result.json")]
+    caps = next(r for r in results if r["name"].endswith("capabilities"))
+    names = {a["name"] for a in caps.get("attachments", [])}
+    assert {"config.json of web", "console log"} <= names, names
+    assert caps["status"] == "failed"
+    params = {p["name"]: p["value"].strip("'") for p in caps["parameters"]}
+    assert params == {"spec": "faulty.yml", "format": "kernel+initrd"}
 
 
 def test_kernel_panic_fails_boots_early_and_names_it(pytester: pytest.Pytester):

@@ -8,8 +8,11 @@ binary, empty) is generated here.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -136,3 +139,30 @@ def test_output_name_cannot_leave_dir(name: str, fixture_env: dict[str, str], tm
     assert_clean_error(res, "not a plain file name")
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert written == [], f"files written: {written}"
+
+
+def test_fifo_without_writer_does_not_hang(tmp_path: Path, case) -> None:
+    case("bad spec", "a FIFO nobody writes to given as the spec (must not hang)")
+    fifo = tmp_path / "spec.yml"
+    os.mkfifo(fifo)
+    res = run_lkit(["build", "--dir", tmp_path / "out", fifo], env=lkit_env(LKIT_STORE=tmp_path / "s"), timeout=60)
+    assert_clean_error(res, str(fifo), "pipe")
+    assert res.seconds < 30
+
+
+def test_reader_closing_the_pipe(tmp_path: Path, case) -> None:
+    case("bad spec", "stdout closed early (`lkit build --dry-run ... | head -1`)")
+    spec = tmp_path / "big.yml"
+    lines = "\n".join(f"  - path: etc/f{i}\n    contents: '{'x' * 1000}'" for i in range(600))
+    spec.write_text(f"kernel:\n  image: lkit/kernel:6.1\ninit:\n  - lkit/init:1\nfiles:\n{lines}\n")
+    argv = [sys.executable, "-m", "lkit.cli", "build", "--offline", "--dry-run", str(spec)]
+    env = lkit_env(LKIT_STORE=tmp_path / "s")
+    with subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # like `head -1`
+        err = proc.stderr.read().decode(errors="replace")
+        rc = proc.wait(timeout=60)
+    assert first.startswith(b"kernel:")
+    assert "Traceback" not in err, err
+    assert rc == 141, f"600 kB of output cannot fit a pipe: expected the broken-pipe exit 141, got {rc}"
