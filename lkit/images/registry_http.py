@@ -6,6 +6,7 @@ typo must never send credentials or accept unverified images over the network in
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import json
@@ -40,6 +41,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """The system trust store, loaded once per process (it costs ~0.1 s; a build makes one Transport per image)."""
+    return ssl.create_default_context()
+
+
 class RetryableError(Exception):
     """A failure worth retrying (connection trouble or a 5xx)."""
 
@@ -66,7 +73,6 @@ class Transport:
                              hint="plain HTTP is only for localhost/127.0.0.1 registries; use HTTPS elsewhere")
         self.scheme = "http" if self.insecure else "https"
         self.base = f"{self.scheme}://{self.host}"
-        self._ssl = ssl.create_default_context()
 
     def _creds(self) -> Credentials | None:
         if not self._creds_loaded:
@@ -79,7 +85,7 @@ class Transport:
 
     def _connect(self, url: urllib.parse.SplitResult) -> http.client.HTTPConnection:
         if url.scheme == "https":
-            return http.client.HTTPSConnection(url.netloc, timeout=self.timeout, context=self._ssl)
+            return http.client.HTTPSConnection(url.netloc, timeout=self.timeout, context=_tls_context())
         if url.scheme == "http" and self.insecure and is_loopback(url.netloc):
             return http.client.HTTPConnection(url.netloc, timeout=self.timeout)
         raise ImageError(f"registry {self.domain} redirected to {url.geturl()}, which lkit will not follow "

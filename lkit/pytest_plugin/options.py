@@ -23,6 +23,7 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("baseline", "baseline JSON to compare this run with; regressions fail the run", None),
     ("thresholds", "regression thresholds, e.g. 'size=5%,time=25%,time_floor=1.5s'", None),
     ("quarantine", "quarantine YAML (test id patterns with a reason and an expiry date)", None),
+    ("boots", "boot each format this many times in all; boot figures are the median, the spread feeds the gate", "1"),
     ("reruns", "how many times a failed boot is retried before it counts (recorded in reports)", "1"),
     ("keep-vm", "on a failed check, keep the VM running this many seconds for debugging (prints its sockets)", "0"),
     ("no-determinism", "skip the second build that checks byte-identical outputs", None),
@@ -73,6 +74,7 @@ class Settings:
     baseline: Path | None
     thresholds: str | None
     quarantine: Path | None
+    boots: int
     reruns: int
     keep_vm: float
     determinism: bool
@@ -97,9 +99,10 @@ class Settings:
         multiplier = _get(config, "timeout-multiplier")
         try:
             reruns = int(_get(config, "reruns") or 0)
+            boots = int(_get(config, "boots") or 1)
             keep_vm = float(_get(config, "keep-vm") or 0)
             factor = float(multiplier) if multiplier else None
-        except ValueError as exc:
+        except ValueError as exc:  # a number option given a non-number
             raise pytest.UsageError(f"lkit option: {exc}") from None
         suites_value, suites_base = _get_with_base(config, "suites")
         if suites_value is None:
@@ -118,6 +121,7 @@ class Settings:
             baseline=path("baseline"),
             thresholds=_get(config, "thresholds"),
             quarantine=path("quarantine"),
+            boots=max(1, boots),
             reruns=reruns,
             keep_vm=keep_vm,
             determinism=not bool(_get(config, "no-determinism")),

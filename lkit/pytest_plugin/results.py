@@ -80,7 +80,9 @@ class Results:
             figures = dict(group.figures) if group else {}
             properties = dict(group.properties) if group else {}
             properties.setdefault("lkit", __import__("lkit").__version__)
-            runs.append(FormatRun(spec=spec_id, format=key[1], figures=figures, properties=properties, checks=checks))
+            samples = {k: list(v) for k, v in group.samples.items()} if group else {}
+            runs.append(FormatRun(spec=spec_id, format=key[1], figures=figures, samples=samples,
+                                  properties=properties, checks=checks))
         return runs
 
     def finish(self, exitstatus: int) -> int | None:

@@ -62,7 +62,8 @@ class Group:
     _stack: ExitStack = field(default_factory=ExitStack)
     _facts: Any = None
     closed: bool = False
-    evidence: dict[str, Path] = field(default_factory=dict)  # attachment name -> file (screens, configs)
+    evidence: dict[str, Path] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # figure -> one value per boot  # attachment name -> file (screens, configs)
 
     @property
     def key(self) -> str:
@@ -116,6 +117,22 @@ class Group:
             self._screendump(vm)
             raise
         return vm
+
+    def extra_boot_samples(self) -> None:
+        """--lkit-boots N: N-1 more boots of the same artifacts, timed only (stopped with `quit`)."""
+        from lkit.machine.artifacts import boot_target
+        from lkit.machine.vm import Machine
+
+        exp = self.suite.expectations
+        for index in range(1, self.run.settings.boots):
+            workdir = self.run.vm_dir(f"{self.key}-sample{index}")
+            with Machine(boot_target(self.format, [a.path for a in self.artifacts()]), workdir=workdir,
+                         accel=self.run.settings.accel, memory_mb=exp.memory, cpus=exp.cpus,
+                         timeout_multiplier=self.run.settings.timeout_multiplier,
+                         badness_ignore=exp.badness_ignore, exit_shutdown_timeout=0) as vm:
+                vm.wait_for_marker("services", timeout=exp.boot_timeout)
+                for name, host, _guest in vm.timeline.as_list():
+                    self.samples.setdefault("boot." + name.replace(":", "."), []).append(round(host, 3))
 
     def _screendump(self, vm: Any) -> None:
         """The guest's screen when a boot fails (QMP screendump), kept with the run's reports."""

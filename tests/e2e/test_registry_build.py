@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -280,6 +281,90 @@ def test_registry_down_is_a_clear_error(plain_shared: Shared, tmp_path: Path):
     assert f"127.0.0.1:{port}" in done.stderr and "kernel:6.1" in done.stderr
     # (the spec line is not named yet: builder.build_key adds it to ImageError only, not InfraError)
     assert Store(store).list_images() == [] and list(Store(store).blobs_dir.iterdir()) == []
+
+
+class CuttingProxy:
+    """A TCP relay to the registry; while `cap` is set, each connection's reply is cut after `cap` bytes.
+
+    Manifests and small blobs fit under the cap; the kernel layer does not, so a pull fails mid-blob.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.cap: int | None = None
+        self.cuts = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.addr = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> "CuttingProxy":
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+        self.server.close()
+
+    def _spawn(self, fn, *args) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self.upstream, timeout=30)
+            client.settimeout(30)
+            self._spawn(self._pipe, client, upstream, None)
+            self._spawn(self._pipe, upstream, client, self.cap)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, cap: int | None) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set() and (data := src.recv(65536)):
+                if cap is not None and sent + len(data) > cap:
+                    dst.sendall(data[: cap - sent])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_connection_cut_mid_blob_then_retry(plain_shared: Shared, tmp_path: Path):
+    """Every attempt at the kernel layer is cut: the build fails cleanly; once the fault is gone it succeeds."""
+    with CuttingProxy(plain_shared.addr) as relay:
+        spec = tmp_path / "linuxkit.yml"
+        spec.write_text(plain_shared.spec.read_text().replace(plain_shared.addr, relay.addr))
+        store = tmp_path / "store"
+        relay.cap = 2 << 20
+        done = lkit(["build", "--store", str(store), "--dir", str(tmp_path / "out"), "--plain-http", str(spec)],
+                    plain_shared.env, timeout=300)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        assert "could not be fetched intact after 5 attempts" in done.stderr, done.stderr
+        assert f"{spec}:5: kernel.image" in done.stderr
+        assert relay.cuts >= 5
+        cut_store = Store(store)
+        assert cut_store.list_images() == []
+        assert_store_sound(cut_store)
+        assert not (tmp_path / "out" / "linuxkit-kernel").exists()
+        relay.cap = None
+        done = lkit(["build", "--store", str(store), "--dir", str(tmp_path / "out"), "--plain-http", str(spec)],
+                    plain_shared.env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert len(cut_store.list_images()) == 10
+        assert_store_sound(cut_store)
 
 
 def linuxkit_cache(default: Store, home: Path, images: list[str], tmp: Path) -> Path:
