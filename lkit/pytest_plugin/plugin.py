@@ -49,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures.HostFixture(), "lkit-host-fixture")
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
     """xdist controller -> workers: one run id, so every worker writes into the same run folder."""
     node.workerinput["lkit_run_id"] = node.config._lkit_run.run_id

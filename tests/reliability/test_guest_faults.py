@@ -84,7 +84,7 @@ def test_panic_from_cmdline(targets: dict[str, BootTarget], tmp_path: Path, case
 
 def test_hung_onboot(targets: dict[str, BootTarget], tmp_path: Path, case) -> None:
     case("guest fault", "hung init: an onboot container that never exits")
-    bound = 40.0
+    bound = 25.0
     with _machine(targets["hung_onboot"], tmp_path / "vm") as m:
         m.wait_for_console_text(r"lkit: init start", BOOT_BOUND)
         t = time.monotonic()
@@ -145,7 +145,7 @@ def test_console_flood(targets: dict[str, BootTarget], tmp_path: Path, case) -> 
 
 def test_reboot_loop(targets: dict[str, BootTarget], tmp_path: Path, case) -> None:
     case("guest fault", "guest rebooting in a loop (onboot runs reboot -f)")
-    bound = 60.0
+    bound = 40.0
     t = time.monotonic()
     with _machine(targets["reboot_loop"], tmp_path / "vm") as m:
         with pytest.raises(MachineError) as info:
