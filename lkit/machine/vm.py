@@ -52,6 +52,9 @@ class ShutdownResult:
     seconds: float
 
 
+LKIT_INIT = re.compile(rb"lkit: init start")
+
+
 class Machine:
     """A booted guest: console, QMP, command channel, timeline, events, badness."""
 
@@ -337,7 +340,9 @@ class Machine:
             now = time.monotonic()
             if prompt_seen is None and PROMPT.search(console.data()):
                 prompt_seen = now
-            if prompt_seen is not None and now - prompt_seen > 5.0 * self.multiplier:
+            # lkit's init always starts the agent: on a loaded host give it longer than a foreign image.
+            patience = 30.0 if LKIT_INIT.search(console.data()) else 5.0
+            if prompt_seen is not None and now - prompt_seen > patience * self.multiplier:
                 break
             if now > deadline:
                 raise MachineError(f"no command channel after {timeout * self.multiplier:.0f}s: neither "

@@ -24,6 +24,10 @@ from lkit.spec.model import Spec
 
 
 
+class _Released(Exception):
+    """Passed to a VM's context exit so that it quits at once instead of powering off gracefully."""
+
+
 @dataclass
 class SuiteSpec:
     """A spec file of a suite with its expectations and the formats this run tests."""
@@ -87,7 +91,7 @@ class Group:
                 self._vm = self._boot()
                 break
             except LkitError as exc:
-                self._stack.close()
+                self._stack.__exit__(_Released, _Released(), None)
                 self._stack = ExitStack()
                 self._boot_error = exc
         else:
@@ -159,8 +163,11 @@ class Group:
             self.close()
 
     def close(self) -> None:
+        """Release the VM at once (QMP quit, then kill): a graceful power-off is the shutdown check's
+        job, and an interrupted or finished group must not wait for a guest to power itself off."""
         self.closed = self.closed or self._vm is not None
-        self._stack.close()
+        self._stack.__exit__(_Released, _Released(), None)
+        self._stack = ExitStack()
         self._vm = None
 
 

@@ -399,3 +399,32 @@ def test_linuxkit_cache_used_directly_as_the_store(tmp_path: Path):
     assert from_cache == from_store
     assert (cache / "index.json").read_bytes() == before  # reading never rewrites LinuxKit's index
     assert_store_sound(Store(cache))
+
+
+def test_linuxkit_cache_lock_is_respected(tmp_path: Path):
+    """While LinuxKit holds its lock on the cache's index.json, lkit waits before rewriting the index."""
+    import fcntl
+    cache = linuxkit_cache(Store.default(), tmp_path / "home", ["lkit/nginx:1.22", "lkit/rngd:5"], tmp_path)
+    env = base_env(tmp_path, docker_config(tmp_path / "docker", None))
+    with open(cache / "index.json", "r+b") as index:
+        fcntl.lockf(index.fileno(), fcntl.LOCK_EX)  # what linuxkit's util.Lock takes
+        proc = subprocess.Popen([sys.executable, "-m", "lkit.cli", "cache", "--store", str(cache), "rm",
+                                 "lkit/nginx:1.22"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=3)  # blocked on the lock
+            names = {e["annotations"][REF_NAME] for e in json.loads((cache / "index.json").read_text())["manifests"]}
+            assert "docker.io/lkit/nginx:1.22" in names
+        finally:
+            fcntl.lockf(index.fileno(), fcntl.LOCK_UN)
+            try:
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "removed lkit/nginx:1.22" in out
+    names = {n for n, _ in Store(cache).list_images()}
+    assert names == {"docker.io/lkit/rngd:5"}

@@ -145,7 +145,7 @@ def test_console_flood(targets: dict[str, BootTarget], tmp_path: Path, case) -> 
 
 def test_reboot_loop(targets: dict[str, BootTarget], tmp_path: Path, case) -> None:
     case("guest fault", "guest rebooting in a loop (onboot runs reboot -f)")
-    bound = 40.0
+    bound = 60.0
     t = time.monotonic()
     with _machine(targets["reboot_loop"], tmp_path / "vm") as m:
         with pytest.raises(MachineError) as info:
