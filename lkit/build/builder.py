@@ -101,10 +101,10 @@ def build_key(spec: Spec, resolve: Callable[[str], Image]) -> tuple[str, dict[st
     for ref in spec.images():
         try:
             digests[ref] = resolve(ref).digest
-        except ImageError as exc:
+        except (ImageError, InfraError) as exc:  # missing, unsafe, or its registry unreachable
             name = refs.normalise(ref)
             message = exc.message if name in exc.message else f"image {name}: {exc.message}"
-            raise ImageError(message, where=_where_of(spec, ref) or exc.where, hint=exc.hint) from None
+            raise type(exc)(message, where=_where_of(spec, ref) or exc.where, hint=exc.hint) from None
     sources = {}
     for entry in spec.files:
         if entry.source is not None:

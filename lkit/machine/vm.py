@@ -58,6 +58,9 @@ LKIT_INIT = re.compile(rb"lkit: init start")
 class Machine:
     """A booted guest: console, QMP, command channel, timeline, events, badness."""
 
+    # A guest that resets this often is looping (a panic with reboot, a failing init): waits stop.
+    MAX_GUEST_RESETS = 3
+
     def __init__(self, target: BootTarget, *, workdir: Path, accel: str = "auto", memory_mb: int = 1024,
                  cpus: int = 1, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
                  console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
@@ -250,6 +253,15 @@ class Machine:
             for b in self.badness:
                 if b.fatal or self.fail_on_badness == "any":
                     return f"kernel badness on the console ({b.name}) at {b.host_time:.1f}s: {b.line.strip()}"
+        # One reboot can give several RESET events in a burst: count bursts (2 s apart).
+        resets: list[QmpEvent] = []
+        for event in self.events:
+            if event.name == "RESET" and event.data.get("guest", True):
+                if not resets or event.host_time - resets[-1].host_time > 2.0:
+                    resets.append(event)
+        if len(resets) >= self.MAX_GUEST_RESETS:
+            return (f"the guest reset itself {len(resets)} times (a reboot loop?); "
+                    f"first at {resets[0].host_time:.1f}s after start")
         return self._exit_reason()
 
     def _on_console_line(self, line: str, now: float) -> None:

@@ -279,7 +279,7 @@ def test_registry_down_is_a_clear_error(plain_shared: Shared, tmp_path: Path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "Connection refused" in done.stderr and "failed after 5 attempts" in done.stderr, done.stderr
     assert f"127.0.0.1:{port}" in done.stderr and "kernel:6.1" in done.stderr
-    # (the spec line is not named yet: builder.build_key adds it to ImageError only, not InfraError)
+    assert ":5: kernel.image" in done.stderr  # the spec line that names the unreachable image
     assert Store(store).list_images() == [] and list(Store(store).blobs_dir.iterdir()) == []
 
 
