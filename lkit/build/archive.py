@@ -19,7 +19,7 @@ from lkit.build.outputs.base import SOURCE_DATE_EPOCH
 from lkit.build.tree import Node, Tree
 
 CPIO_TRAILER = "TRAILER!!!"
-GZIP_LEVEL = 4            # measured: ~3.5 % larger than 6 in under half the time
+GZIP_LEVEL = 1            # seed initrd, 2 cores: level 1 2.1 s / 52.2 MB, 4: 3.6 s / 48.7 MB, 6: 7.4 s / 47.1 MB
 CHUNK_BYTES = 8 << 20     # uncompressed bytes per cpio archive / gzip member
 
 
