@@ -104,22 +104,6 @@ def machine(lkit_vm: Any) -> Any:
     return lkit_vm
 
 
-class HostFixture:
-    """Holds the `host` fixture; registered after pytest-testinfra so this definition wins."""
-
-    @pytest.fixture(scope="module")
-    def host(self, request: pytest.FixtureRequest) -> Any:
-        """testinfra Host: over the guest's command channel in suite modules, testinfra's own elsewhere."""
-        if suite_of(request) is not None:
-            from lkit.machine.testinfra_backend import lkit_host
-
-            return lkit_host(request.getfixturevalue("lkit_vm"))
-        import testinfra
-
-        hosts = request.config.getoption("hosts", None)
-        return testinfra.get_host(hosts.split(",")[0] if hosts else "local://")
-
-
 def keep_for_debugging(group: Group, seconds: float) -> None:
     """--lkit-keep-vm: leave a failed VM up for a bounded time and say how to reach it."""
     vm = group._vm

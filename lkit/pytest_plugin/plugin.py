@@ -46,7 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config._lkit_results = Results(run, worker=workerinput["workerid"] if workerinput else None)  # type: ignore[attr-defined]
     # Registered last so that our `host` (a testinfra Host over the guest's console) wins over
     # pytest-testinfra's own, for suite modules; elsewhere ours falls back to testinfra's.
-    config.pluginmanager.register(fixtures.HostFixture(), "lkit-host-fixture")
+    from lkit.pytest_plugin import host_fixture
+
+    if not config.pluginmanager.is_registered(host_fixture):
+        config.pluginmanager.register(host_fixture, "lkit-host-fixture")
 
 
 @pytest.hookimpl(optionalhook=True)
