@@ -12,7 +12,6 @@ import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import BinaryIO
 
 from lkit.build.outputs.base import SOURCE_DATE_EPOCH

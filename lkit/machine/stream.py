@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO
 
 from pexpect import EOF, TIMEOUT

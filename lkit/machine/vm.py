@@ -296,7 +296,7 @@ class Machine:
         """First match of `regex` in the console output (from byte `start`); bounded, aborts early."""
         _, console, _ = self._require()
         pattern = re.compile(regex.encode(), re.M)
-        m = console.wait_for(pattern, start=start, timeout=timeout * self.multiplier,
+        console.wait_for(pattern, start=start, timeout=timeout * self.multiplier,
                              abort_check=self._abort_reason, what=f"waiting for {regex!r} on the console")
         text = console.data(start).decode("utf-8", "replace")
         sm = re.compile(regex, re.M).search(text)
