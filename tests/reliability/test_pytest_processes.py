@@ -1,4 +1,5 @@
-"""An xdist worker killed while its VM boots: its QEMU dies with it, the run ends and says so."""
+"""Whole pytest processes under stress: a killed xdist worker takes its QEMU with it; two runs at once
+share one image store, build dir and build cache without corrupting each other."""
 
 from __future__ import annotations
 
@@ -76,3 +77,20 @@ def test_killed_xdist_worker_leaves_no_qemu(tmp_path: Path, case) -> None:
     assert proc.returncode != 0
     assert "crashed" in out.lower(), out[-2000:]
     assert not qemu_children_of({proc.pid} | children_of(proc.pid))
+
+
+def test_two_pytest_runs_share_store_and_build_dir(tmp_path: Path, case) -> None:
+    case("concurrency", "two pytest runs at once sharing the image store, build dir and build cache")
+    argv = [sys.executable, "-m", "pytest", "suites/", "-k", "minimal", "-p", "no:cacheprovider", "--lkit-accel", "tcg",
+            "--lkit-build-dir", str(tmp_path / "build")]
+    procs = [subprocess.Popen([*argv, "--lkit-report-dir", str(tmp_path / f"reports{i}")], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-2500:]
+        assert "10 passed" in out
+    # Both runs left one complete, valid set of outputs and their own reports.
+    built = sorted(p.name for p in (tmp_path / "build" / "minimal").iterdir() if p.is_file())
+    assert built == ["minimal-cmdline", "minimal-initrd.img", "minimal-kernel"]
+    for i in range(2):
+        assert len(list((tmp_path / f"reports{i}").glob("*/summary.json"))) == 1
