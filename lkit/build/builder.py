@@ -282,7 +282,7 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
                     os.replace(tmp_path, final)
                     arts.append(Artifact(final, final.stat().st_size, _sha256_file(final)))
                 result.artifacts[fmt] = arts
-    all_formats = {**(previous if record.get("key") == key else {}),
+    all_formats = {**previous,
                    **{fmt: [{"name": a.path.name, "size": a.size, "sha256": a.sha256, "mtime_ns": a.path.stat().st_mtime_ns}
                             for a in arts] for fmt, arts in result.artifacts.items()}}
     stamp.save({"key": key, "formats": all_formats, "images": digests})
