@@ -10,9 +10,12 @@ import pytest
 from lkit.pytest_plugin.fixtures import suite_of
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def host(request: pytest.FixtureRequest) -> Any:
-    """testinfra Host: over the guest's command channel in suite modules, testinfra's own elsewhere."""
+    """testinfra Host: over the guest's command channel in suite modules, testinfra's own elsewhere.
+
+    Function-scoped on purpose: it is a thin wrapper, and the VM it wraps (module-scoped `lkit_vm`)
+    changes with the format parameter, which a cached module-scoped Host would not see."""
     if suite_of(request) is not None:
         from lkit.machine.testinfra_backend import lkit_host
 

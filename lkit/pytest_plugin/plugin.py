@@ -46,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config._lkit_results = Results(run, worker=workerinput["workerid"] if workerinput else None)  # type: ignore[attr-defined]
     # Registered last so that our `host` (a testinfra Host over the guest's console) wins over
     # pytest-testinfra's own, for suite modules; elsewhere ours falls back to testinfra's.
+    config.pluginmanager.register(GroupOrder(), "lkit-group-order")
     from lkit.pytest_plugin import host_fixture
 
     if not config.pluginmanager.is_registered(host_fixture):
@@ -79,17 +80,33 @@ def _group_key(item: pytest.Item) -> tuple[str, str] | None:
     return None
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark suite tests with their (spec, format) group before xdist reads the groups (`--dist loadgroup`
+    sends a group to one worker: the checks and the suite's tests must share that worker's VM)."""
+    for item in items:
+        key = _group_key(item)
+        if key is not None and not isinstance(item, CheckItem):
+            item.add_marker(pytest.mark.xdist_group(f"{Path(key[0]).name}::{key[1]}"))
+            item.add_marker(marker_name("lkit_", key[1]))
+
+
+class GroupOrder:
+    """Registered as a plugin of its own: a module can implement a hook only once, and ordering must
+    come last (after pytest's own fixture-based reordering) while marking must come first."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        _reorder(items)
+
+
+def _reorder(items: list[pytest.Item]) -> None:
     """Keep each (spec, format) together: checks, then the suite's tests on the same VM, then shutdown."""
     first_seen: dict[tuple[str, str], int] = {}
     for index, item in enumerate(items):
         key = _group_key(item)
         if key is not None:
             first_seen.setdefault(key, index)
-            if not isinstance(item, CheckItem):
-                item.add_marker(pytest.mark.xdist_group(f"{Path(key[0]).name}::{key[1]}"))
-                item.add_marker(marker_name("lkit_", key[1]))
 
     def order(pair: tuple[int, pytest.Item]) -> tuple[int, int, int]:
         index, item = pair
