@@ -14,6 +14,11 @@ from pathlib import Path
 from lkit.machine.artifacts import BootTarget
 
 
+# Two vCPUs: under TCG QEMU runs them on two host threads (MTTCG), so containerd and the onboot
+# containers start side by side. Seed boot to services, kernel+initrd: 36 s with 1, 25 s with 2.
+DEFAULT_CPUS = 2
+
+
 @dataclass(frozen=True)
 class PortForward:
     host_port: int
@@ -42,7 +47,7 @@ class QemuConfig:
     sockets: Sockets
     accel: str = "tcg"                      # tcg | kvm
     memory_mb: int = 1024
-    cpus: int = 1
+    cpus: int = DEFAULT_CPUS
     forwards: tuple[PortForward, ...] = ()
     firmware_code: Path | None = None       # EFI: OVMF CODE (read-only) ...
     firmware_vars: Path | None = None       # ... and this VM's private VARS copy

@@ -31,7 +31,7 @@ from lkit.machine.artifacts import BootTarget
 from lkit.machine.badness import Badness, BadnessScanner
 from lkit.machine.channel import PROMPT, AgentChannel, CommandResult, ConsoleChannel
 from lkit.machine.firmware import find_ovmf
-from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, free_port
+from lkit.machine.qemu import DEFAULT_CPUS, PortForward, QemuConfig, Sockets, build_argv, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
 from lkit.machine.timeline import Timeline, TimelineEntry
@@ -62,7 +62,7 @@ class Machine:
     MAX_GUEST_RESETS = 3
 
     def __init__(self, target: BootTarget, *, workdir: Path, accel: str = "auto", memory_mb: int = 1024,
-                 cpus: int = 1, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
+                 cpus: int = DEFAULT_CPUS, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
                  console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
                  channel: str = "auto", badness_ignore: Sequence[str] = (),
                  fail_on_badness: str = "fatal", publish: dict[int, int] | None = None,

@@ -263,6 +263,8 @@ def _root_tree(dest: Path, staging: Staging, containerd: bool) -> None:
     _bundle(dest, "services/sleeper",
             ["sh", "-c", "echo sleeper-up; trap 'echo sleeper-term; exit 0' TERM; while :; do sleep 1; done"],
             staging, readonly=True)
+    # A bare `sleep` as PID 1 of its namespace: SIGTERM cannot reach it, so stop kills it at once.
+    _bundle(dest, "services/deaf", ["sleep", "100000"], staging, readonly=True)
     _bundle(dest, "onshutdown/000-bye", ["sh", "-c", "echo goodbye-from-onshutdown"], staging, readonly=True)
 
 
@@ -527,6 +529,9 @@ def _assert_clean_poweroff(vm: Vm, start: int) -> None:
     text = vm.console.text()[start:]
     assert re.search(r"^lkit-init: service sleeper stopped by SIGTERM\r?\n", text, re.M), \
         f"the service (which exits on SIGTERM) was not stopped by SIGTERM:\n{text[-2000:]}"
+    assert re.search(r"^lkit-init: service deaf stopped by SIGKILL \(PID 1 of its namespace without a SIGTERM "
+                     r"handler\)\r?\n", text, re.M), \
+        f"the service without a SIGTERM handler was not killed at once:\n{text[-2000:]}"
     times = _marker_times(text)
     assert times["onshutdown bye exit 0"] <= times["poweroff"]
     assert "Kernel panic" not in vm.console.text()

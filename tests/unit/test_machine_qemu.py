@@ -147,3 +147,10 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_two_vcpus_by_default(tmp_path: Path) -> None:
+    """Two vCPUs unless asked: MTTCG runs them on two host threads (containerd beside onboot)."""
+    t = boot_target("kernel+initrd", [tmp_path / "x-kernel", tmp_path / "x-initrd.img"])
+    assert _opt_values(build_argv(_cfg(t, tmp_path)), "-smp") == ["2"]
+    assert _opt_values(build_argv(_cfg(t, tmp_path, cpus=1)), "-smp") == ["1"]
