@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import posixpath
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -70,16 +71,37 @@ def _member_name(name: str) -> str:
     return name.lstrip("/")
 
 
+def _link_target(name: str, target: str) -> str | None:
+    """The member a relative symlink at `name` points to, or None when it leaves the archive."""
+    if target.startswith("/"):
+        return None
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return None if resolved == ".." or resolved.startswith("../") else resolved
+
+
 class _TarSource(_Source):
+    """Regular members, plus links whose target is a regular member (old `docker save` shares layers
+    that way); a link out of the archive is simply not a member."""
+
     def __init__(self, path: Path, stack: contextlib.ExitStack) -> None:
         super().__init__(str(path))
         try:
             self._tar = stack.enter_context(tarfile.open(path, "r:*"))
-            self._members = {_member_name(m.name): m for m in self._tar.getmembers() if m.isreg()}
+            members = self._tar.getmembers()
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ImageError(f"{path} is not a readable tar archive: {exc}",
                              hint="give an OCI layout tar (linuxkit cache export), a `docker save` tar, "
                                   "or an OCI layout directory") from None
+        self._members = {_member_name(m.name): m for m in members if m.isreg()}
+        for m in members:
+            if m.issym():
+                target = _link_target(_member_name(m.name), m.linkname)
+            elif m.islnk():
+                target = _member_name(m.linkname)
+            else:
+                continue
+            if target is not None and target in self._members:
+                self._members[_member_name(m.name)] = self._members[target]
 
     def names(self) -> set[str]:
         return set(self._members)
@@ -91,16 +113,26 @@ class _TarSource(_Source):
 
 
 class _DirSource(_Source):
+    """Regular files under the directory; a symlink counts only if it resolves to one inside it, so
+    an archive directory cannot make lkit read host files into the store."""
+
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
-        self._root = path
-        self._names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+        root = path.resolve()
+        self._files: dict[str, Path] = {}
+        for dirpath, _dirs, files in os.walk(root):  # does not descend into symlinked directories
+            for fname in files:
+                full = Path(dirpath, fname)
+                real = full.resolve()
+                if real.is_relative_to(root) and real.is_file() and not real.is_symlink():
+                    self._files[full.relative_to(root).as_posix()] = real
 
     def names(self) -> set[str]:
-        return self._names
+        return set(self._files)
 
     def open(self, name: str) -> IO[bytes]:
-        return open(self._root / name, "rb")
+        fd = os.open(self._files[name], os.O_RDONLY | os.O_NOFOLLOW)
+        return os.fdopen(fd, "rb")
 
 
 # -- import ----------------------------------------------------------------------------------

@@ -222,6 +222,10 @@ class Machine:
         self._teardown_process()
         self._stack.close()
 
+    def kill(self) -> None:
+        """Kill QEMU now, without asking the guest or QMP (close() still releases the rest)."""
+        self._teardown_process()
+
     def _teardown_process(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:

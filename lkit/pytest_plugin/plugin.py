@@ -151,10 +151,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run is None:
         return
     try:
-        run.close()
+        try:
+            run.close()
+        except KeyboardInterrupt:
+            # Ctrl-C again while the VMs were being released: kill what is left, report as interrupted.
+            run.kill()
+            exitstatus = session.exitstatus = pytest.ExitCode.INTERRUPTED
     finally:
         results: Results = config._lkit_results  # type: ignore[attr-defined]
-        status = results.finish(int(exitstatus))
+        try:
+            status = results.finish(int(exitstatus))
+        except KeyboardInterrupt:
+            status = pytest.ExitCode.INTERRUPTED   # reports are written atomically: none is half-written
+            results.lines = ["lkit: interrupted before the reports were written"]
         if status is not None and status != exitstatus:
             session.exitstatus = status
 

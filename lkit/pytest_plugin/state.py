@@ -252,6 +252,13 @@ class RunState:
             group.close()
         self._stack.close()
 
+    def kill(self) -> None:
+        """Kill every QEMU at once (no QMP), then release the rest: for a second Ctrl-C."""
+        for group in self.groups.values():
+            if group._vm is not None:
+                group._vm.kill()
+        self.close()
+
 
 def prebuilt_image(suite: SuiteSpec, folder: Path) -> BuiltImage:
     """Artifacts built elsewhere (by LinuxKit, say), found by LinuxKit's file names."""

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -260,3 +261,71 @@ def test_cli_import_from_stdin(built, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert f"imported docker.io/lkit/hello:1 {digest}" in proc.stdout.decode()
     assert list((dest / "lkit-tmp").iterdir()) == []
+
+
+def _unpack(tar: Path, dest: Path) -> Path:
+    with tarfile.open(tar) as tf:
+        tf.extractall(dest, filter="data")
+    return dest
+
+
+def test_import_directory_ignores_symlinks_out_of_it(tmp_path: Path):
+    """A blob that is a symlink to a host file is not a member: nothing outside is read into the store."""
+    desc, blobs = _image_blobs("amd64", b"A")
+    desc["annotations"] = {CONTAINERD_NAME: "docker.io/library/escape:1"}
+    src = _unpack(write_tar(tmp_path / "e.tar", _oci_members(desc, blobs)), tmp_path / "layout")
+    man = json.loads(blobs[desc["digest"]])
+    layer = src / "blobs" / "sha256" / man["layers"][0]["digest"].split(":")[1]
+    secret = tmp_path / "host-secret"
+    secret.write_bytes(layer.read_bytes())  # even the right bytes must not be taken through the link
+    layer.unlink()
+    layer.symlink_to(secret)
+    store = Store(tmp_path / "s")
+    with pytest.raises(ImageError, match="does not contain"):
+        import_archive(store, src)
+    assert store.list_images() == [] and not store.has_blob(man["layers"][0]["digest"])
+
+
+def test_import_directory_follows_symlinks_inside_it(tmp_path: Path):
+    """Old `docker save` layouts share a layer through a relative symlink within the archive."""
+    tar, layers = _docker_save(tmp_path, False)
+    src = _unpack(tar, tmp_path / "saved")
+    (src / "shared").mkdir()
+    os.replace(src / "layer1" / "layer.tar", src / "shared" / "layer.tar")
+    (src / "layer1" / "layer.tar").symlink_to("../shared/layer.tar")
+    store = Store(tmp_path / "s")
+    import_archive(store, src)
+    img = store.resolve("saved:1")
+    assert store.uncompressed_layer(img.layers[1], img.diff_ids[1]).read_bytes() == layers[1]
+
+
+@pytest.mark.parametrize("target, ok", [("../layer0/layer.tar", True), ("/etc/passwd", False),
+                                        ("../../../etc/passwd", False)])
+def test_import_tar_symlink_members(tmp_path: Path, target: str, ok: bool):
+    """A symlink member counts when it names another member, never a path outside the archive."""
+    tar, layers = _docker_save(tmp_path, False)
+    with tarfile.open(tar) as tf:
+        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isreg()}
+    manifest = json.loads(members["manifest.json"])
+    manifest[0]["Layers"].append("layer2/layer.tar")
+    cfg_name = manifest[0]["Config"]
+    cfg = json.loads(members[cfg_name])
+    cfg["rootfs"]["diff_ids"].append(sha(layers[0]))
+    members[cfg_name] = json.dumps(cfg).encode()
+    members["manifest.json"] = json.dumps(manifest).encode()
+    linked = tmp_path / "linked.tar"
+    with tarfile.open(linked, "w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("layer2/layer.tar")
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        tf.addfile(info)
+    store = Store(tmp_path / "s")
+    if ok:
+        import_archive(store, linked)
+        assert len(store.resolve("saved:1").layers) == 3
+    else:
+        with pytest.raises(ImageError, match="does not contain"):
+            import_archive(store, linked)
