@@ -5,7 +5,7 @@ sidecar. Every field is optional:
 
     formats: [kernel+initrd, iso-bios, iso-efi]   # default: the spec's `outputs:`, else kernel+initrd
     memory: 1024                                  # MiB
-    cpus: 2                                       # vCPUs (QEMU runs them on host threads)
+    cpus: 2                                       # vCPUs (default: --lkit-cpus, which defaults to 2)
     boot:
       timeout: 180                                # seconds to the shell (times the accelerator multiplier)
       markers: ["Welcome to LinuxKit"]            # console regexes that must appear during boot
@@ -32,7 +32,6 @@ import yaml
 
 from lkit.build.outputs.base import FORMAT_NAMES
 from lkit.errors import SpecError
-from lkit.machine.qemu import DEFAULT_CPUS
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -50,7 +49,7 @@ class Expectations:
     source: Path | None = None
     formats: list[str] | None = None
     memory: int = 1024
-    cpus: int = DEFAULT_CPUS
+    cpus: int | None = None                       # None: the run's --lkit-cpus
     boot_timeout: float = 180.0
     markers: list[str] = field(default_factory=list)
     boot_time: dict[str, float] = field(default_factory=dict)        # format or "default" -> seconds

@@ -100,6 +100,11 @@ class Group:
         self._boot_error = None
         return self._vm
 
+    @property
+    def cpus(self) -> int:
+        """The spec's `cpus:` if it asks for a number, else the run's --lkit-cpus."""
+        return self.suite.expectations.cpus or self.run.settings.cpus
+
     def _boot(self) -> Any:
         from lkit.machine.artifacts import boot_target
         from lkit.machine.vm import Machine
@@ -110,7 +115,7 @@ class Group:
         console = self.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
         console.parent.mkdir(parents=True, exist_ok=True)
         vm = self._stack.enter_context(Machine(
-            target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=exp.cpus,
+            target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
             ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
             console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
         try:
@@ -131,7 +136,7 @@ class Group:
         for index in range(1, self.run.settings.boots):
             workdir = self.run.vm_dir(f"{self.key}-sample{index}")
             with Machine(boot_target(self.format, [a.path for a in self.artifacts()]), workdir=workdir,
-                         accel=self.run.settings.accel, memory_mb=exp.memory, cpus=exp.cpus,
+                         accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
                          timeout_multiplier=self.run.settings.timeout_multiplier,
                          badness_ignore=exp.badness_ignore, exit_shutdown_timeout=0) as vm:
                 vm.wait_for_marker("services", timeout=exp.boot_timeout)

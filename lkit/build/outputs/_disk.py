@@ -8,12 +8,20 @@ hundred bytes, and writing them ourselves keeps every GUID and signature derived
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import struct
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lkit.build.outputs._deliver import deliver
+
+if TYPE_CHECKING:
+    from lkit.build.outputs.base import BootFiles
 
 SECTOR = 512
 ALIGN = 1 << 20                     # partitions start at 1 MiB, like every modern partitioner
@@ -143,3 +151,18 @@ def write_disk(out: Path, partition: Path, *, scheme: str, boot_code: bytes = b"
         with open(partition, "rb") as src:
             shutil.copyfileobj(src, disk, 1 << 20)
     return out
+
+
+def once_per_build(files: BootFiles, name: str, build: Callable[[BootFiles, Path], Path]) -> Path:
+    """The disk image `build` makes, made once per build: raw-X and qcow2-X both start from it."""
+    path = files.workdir / f"{name}.disk"
+    if not path.exists():
+        os.replace(build(files, files.workdir / f"{name}.disk.partial"), path)
+    return path
+
+
+def deliver_disk(disk: Path, files: BootFiles, outdir: Path, target: str) -> Path:
+    """Deliver a shared disk: a hard link to it is moved out, the disk stays for the next format."""
+    link = files.workdir / target
+    os.link(disk, link)
+    return deliver(link, outdir, target)

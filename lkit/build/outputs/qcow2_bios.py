@@ -16,7 +16,7 @@ def filenames(name: str) -> list[str]:
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:
     (target,) = filenames(files.name)
-    raw = raw_bios.build_disk(files, files.workdir / "qcow2-bios.raw")
+    raw = raw_bios.disk(files)
     return [deliver(to_qcow2(raw, files.workdir / target), outdir, target)]
 
 

@@ -16,7 +16,7 @@ def filenames(name: str) -> list[str]:
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:
     (target,) = filenames(files.name)
-    raw = raw_efi.build_disk(files, files.workdir / "qcow2-efi.raw")
+    raw = raw_efi.disk(files)
     return [deliver(to_qcow2(raw, files.workdir / target), outdir, target)]
 
 

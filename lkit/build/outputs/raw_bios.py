@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lkit.build.outputs import _bootcfg
-from lkit.build.outputs._deliver import deliver
-from lkit.build.outputs._disk import ALIGN, SECTOR, write_disk
+from lkit.build.outputs._disk import ALIGN, SECTOR, deliver_disk, once_per_build, write_disk
 from lkit.build.outputs._fat import FatFile, make_fat
 from lkit.build.outputs._tools import data_file, run
 from lkit.build.outputs.base import BootFiles, OutputFormat
@@ -45,9 +44,13 @@ def build_disk(files: BootFiles, out: Path) -> Path:
     return write_disk(out, fat, scheme="mbr", boot_code=boot_code)
 
 
+def disk(files: BootFiles) -> Path:
+    return once_per_build(files, "raw-bios", build_disk)
+
+
 def write(files: BootFiles, outdir: Path) -> list[Path]:
     (target,) = filenames(files.name)
-    return [deliver(build_disk(files, files.workdir / target), outdir, target)]
+    return [deliver_disk(disk(files), files, outdir, target)]
 
 
 FORMAT = OutputFormat(name="raw-bios", filenames=filenames, write=write, efi=False)

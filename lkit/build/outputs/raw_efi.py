@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lkit.build.outputs._deliver import deliver
-from lkit.build.outputs._disk import ALIGN, SECTOR, write_disk
+from lkit.build.outputs._disk import ALIGN, SECTOR, deliver_disk, once_per_build, write_disk
 from lkit.build.outputs._esp import uki_esp
 from lkit.build.outputs.base import BootFiles, OutputFormat
 
@@ -24,9 +23,13 @@ def build_disk(files: BootFiles, out: Path) -> Path:
     return write_disk(out, esp, scheme="gpt")
 
 
+def disk(files: BootFiles) -> Path:
+    return once_per_build(files, "raw-efi", build_disk)
+
+
 def write(files: BootFiles, outdir: Path) -> list[Path]:
     (target,) = filenames(files.name)
-    return [deliver(build_disk(files, files.workdir / target), outdir, target)]
+    return [deliver_disk(disk(files), files, outdir, target)]
 
 
 FORMAT = OutputFormat(name="raw-efi", filenames=filenames, write=write, efi=True)
