@@ -30,6 +30,7 @@ from lkit.machine.testguest import sample_guest  # noqa: E402
 from lkit.machine.vm import Machine  # noqa: E402
 
 MARKER = r"lkit: services started"
+TARGET_RATIO = {"kernel+initrd": 1.5, "iso-bios": 1.5, "iso-efi": 1.3}   # issue 3
 
 
 @dataclass
@@ -38,27 +39,31 @@ class Row:
     efi: bool
     seconds: list[float]
     failures: list[str]
+    stages: dict[str, list[float]]      # timeline stage -> host seconds from `cont`, one per boot
 
     @property
     def median(self) -> float | None:
         return statistics.median(self.seconds) if self.seconds else None
 
 
-def boot_once(target: BootTarget, timeout: float, accel: str) -> float:
-    """Seconds from `cont` to the marker (host clock) for one boot."""
+def boot_once(target: BootTarget, timeout: float, accel: str, cpus: int | None) -> tuple[float, dict[str, float]]:
+    """Seconds from `cont` to the marker (host clock) for one boot, and to every stage before it."""
     with tempfile.TemporaryDirectory(prefix="lkit-bench-") as tmp:
-        with Machine(target, workdir=Path(tmp), accel=accel, timeout_multiplier=1.0) as m:
+        with Machine(target, workdir=Path(tmp), accel=accel, cpus=cpus, timeout_multiplier=1.0) as m:
             entry = m.wait_for_marker("services", timeout)
+            stages = {name: host for name, host, _guest in m.timeline.as_list()}
             m.shutdown(timeout=5)   # bounded; quit/kill follow if the guest ignores the power button
-            return entry.host
+            return entry.host, stages
 
 
-def measure(name: str, target: BootTarget, runs: int, timeout: float, accel: str) -> Row:
-    row = Row(name, target.efi, [], [])
+def measure(name: str, target: BootTarget, runs: int, timeout: float, accel: str, cpus: int | None) -> Row:
+    row = Row(name, target.efi, [], [], {})
     for i in range(runs):
         try:
-            took = boot_once(target, timeout, accel)
+            took, stages = boot_once(target, timeout, accel, cpus)
             row.seconds.append(took)
+            for stage, at in stages.items():
+                row.stages.setdefault(stage, []).append(at)
             status = f"{took:.2f}s"
         except LkitError as exc:
             row.failures.append(str(exc).splitlines()[0])
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", help="comma-separated formats (default: every bootable one found)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per boot (default 300)")
     ap.add_argument("--accel", default="tcg", choices=("auto", "kvm", "tcg"))
+    ap.add_argument("--cpus", type=int, help="vCPUs per VM (default: lkit's, 1 under TCG)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     args = ap.parse_args(argv)
 
@@ -108,22 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     for efi in sorted({boot_target(f, files).efi for f, files in formats.items()}):
         floor = BootTarget("kernel+initrd", "direct", efi, kernel=kernel, initrd=bare.initrd,
                            cmdline="console=ttyS0 panic=-1 loglevel=6")
-        floors[efi] = measure("floor-efi" if efi else "floor-bios", floor, args.runs, args.timeout, args.accel)
+        floors[efi] = measure("floor-efi" if efi else "floor-bios", floor, args.runs, args.timeout, args.accel,
+                              args.cpus)
     for fmt, files in formats.items():
-        rows.append(measure(fmt, boot_target(fmt, files), args.runs, args.timeout, args.accel))
+        rows.append(measure(fmt, boot_target(fmt, files), args.runs, args.timeout, args.accel, args.cpus))
 
-    print(f"\nboot to '{MARKER}' ({args.accel}, median of {args.runs}; floor = same kernel/firmware, "
-          "shell-only initrd)")
-    print(f"{'format':<18} {'median s':>9} {'min':>7} {'max':>7} {'floor s':>8} {'ratio':>6} {'failed':>6}")
+    print(f"\nboot to '{MARKER}' ({args.accel}, {args.cpus or 'default'} vCPU, median of {args.runs}; floor = same "
+          "kernel/firmware, shell-only initrd)")
+    print(f"{'format':<18} {'median s':>9} {'min':>7} {'max':>7} {'floor s':>8} {'ratio':>6} {'target':>6} {'failed':>6}")
     for row in [*floors.values(), *rows]:
         floor_s = floors[row.efi].median
         med = row.median
         ratio = f"{med / floor_s:.2f}" if med is not None and floor_s else "-"
+        target = f"{TARGET_RATIO[row.name]:.1f}" if row.name in TARGET_RATIO else "-"
         print(f"{row.name:<18} {med if med is not None else float('nan'):9.2f} "
               f"{min(row.seconds, default=float('nan')):7.2f} {max(row.seconds, default=float('nan')):7.2f} "
-              f"{floor_s if floor_s is not None else float('nan'):8.2f} {ratio:>6} {len(row.failures):>6}")
+              f"{floor_s if floor_s is not None else float('nan'):8.2f} {ratio:>6} {target:>6} {len(row.failures):>6}")
+    print("\nwhere the time goes: median seconds from `cont` to each stage")
+    for row in rows:
+        print(f"  {row.name:<16} " + "  ".join(f"{stage} {statistics.median(at):.1f}"
+                                                 for stage, at in row.stages.items()))
     if args.json:
-        data = {"marker": MARKER, "accel": args.accel, "runs": args.runs,
+        data = {"marker": MARKER, "accel": args.accel, "cpus": args.cpus, "runs": args.runs,
                 "rows": [{**asdict(r), "median": r.median, "floor": floors[r.efi].median}
                          for r in [*floors.values(), *rows]]}
         tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")

@@ -27,6 +27,8 @@ class Badness:
 
 PATTERNS: tuple[BadnessPattern, ...] = (
     BadnessPattern("kernel-panic", re.compile(r"Kernel panic - not syncing"), fatal=True),
+    # A CPU stuck in the kernel for a minute is a hung guest (seen: a TCG SMP livelock), not load.
+    BadnessPattern("cpu-stuck", re.compile(r"soft lockup - CPU#\d+ stuck for (?:[6-9]\d|\d{3,})s"), fatal=True),
     BadnessPattern("oops", re.compile(r"\bOops(: |#)")),
     BadnessPattern("warning", re.compile(r"WARNING: CPU: \d+ PID: \d+ at ")),
     BadnessPattern("bug", re.compile(r"\bBUG: ")),

@@ -31,7 +31,7 @@ from lkit.machine.artifacts import BootTarget
 from lkit.machine.badness import Badness, BadnessScanner
 from lkit.machine.channel import PROMPT, AgentChannel, CommandResult, ConsoleChannel
 from lkit.machine.firmware import find_ovmf
-from lkit.machine.qemu import DEFAULT_CPUS, PortForward, QemuConfig, Sockets, build_argv, free_port
+from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
 from lkit.machine.timeline import Timeline, TimelineEntry
@@ -62,7 +62,7 @@ class Machine:
     MAX_GUEST_RESETS = 3
 
     def __init__(self, target: BootTarget, *, workdir: Path, accel: str = "auto", memory_mb: int = 1024,
-                 cpus: int = DEFAULT_CPUS, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
+                 cpus: int | None = None, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
                  console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
                  channel: str = "auto", badness_ignore: Sequence[str] = (),
                  fail_on_badness: str = "fatal", publish: dict[int, int] | None = None,
@@ -75,7 +75,8 @@ class Machine:
         self.workdir = Path(workdir)
         self.requested_accel = accel
         self.memory_mb = memory_mb
-        self.cpus = cpus
+        self.requested_cpus = cpus
+        self.cpus = cpus or 1              # settled by start() once the accelerator is known
         self.guest_ports = tuple(ports)
         self.publish = dict(publish or {})    # guest port -> fixed host port (`lkit run --publish`)
         self._multiplier_override = timeout_multiplier
@@ -127,6 +128,7 @@ class Machine:
         choice = accel_mod.resolve(self.requested_accel, kernel=self.target.kernel, qemu=self.qemu,
                                    multiplier=self._multiplier_override)
         self.accel, self.multiplier = choice.accel, choice.multiplier
+        self.cpus = self.requested_cpus or default_cpus(self.accel)
         if shutil.which(self.qemu) is None and not Path(self.qemu).is_file():
             raise InfraError(f"QEMU not found: {self.qemu}",
                              hint="install the Debian package qemu-system-x86")

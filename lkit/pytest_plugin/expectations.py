@@ -5,7 +5,7 @@ sidecar. Every field is optional:
 
     formats: [kernel+initrd, iso-bios, iso-efi]   # default: the spec's `outputs:`, else kernel+initrd
     memory: 1024                                  # MiB
-    cpus: 2                                       # vCPUs (default: --lkit-cpus, which defaults to 2)
+    cpus: 1                                       # vCPUs (default: --lkit-cpus, else 2 under KVM, 1 under TCG)
     boot:
       timeout: 180                                # seconds to the shell (times the accelerator multiplier)
       markers: ["Welcome to LinuxKit"]            # console regexes that must appear during boot

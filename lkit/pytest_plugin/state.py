@@ -7,6 +7,7 @@ next group starts, or at the end of the session, whichever comes first; the Exit
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ class Group:
                 self._stack.__exit__(_Released, _Released(), None)
                 self._stack = ExitStack()
                 self._boot_error = exc
+                self._keep_failed_boot(attempt + 1)
         else:
             assert self._boot_error is not None
             raise self._boot_error
@@ -101,9 +103,22 @@ class Group:
         return self._vm
 
     @property
-    def cpus(self) -> int:
-        """The spec's `cpus:` if it asks for a number, else the run's --lkit-cpus."""
+    def cpus(self) -> int | None:
+        """The spec's `cpus:`, else the run's --lkit-cpus, else None: the machine's default."""
         return self.suite.expectations.cpus or self.run.settings.cpus
+
+    def _console_path(self) -> Path:
+        return self.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
+
+    def _keep_failed_boot(self, attempt: int) -> None:
+        """A failed boot's console and screen, renamed so that a rerun cannot overwrite them."""
+        for kind, path in (("console", self._console_path()),
+                           ("screen", self.run.run_dir / "screens" / f"{self.suite.spec.name}-{self.format}.png")):
+            if path.exists():
+                kept = path.with_name(f"{path.stem}.failed-boot-{attempt}{path.suffix}")
+                os.replace(path, kept)
+                self.evidence.pop("screen at the failure (QMP screendump)", None)
+                self.evidence[f"{kind} of failed boot {attempt}"] = kept
 
     def _boot(self) -> Any:
         from lkit.machine.artifacts import boot_target
@@ -112,7 +127,7 @@ class Group:
         exp = self.suite.expectations
         target = boot_target(self.format, [a.path for a in self.artifacts()])
         workdir = self.run.vm_dir(self.key)
-        console = self.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
+        console = self._console_path()
         console.parent.mkdir(parents=True, exist_ok=True)
         vm = self._stack.enter_context(Machine(
             target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,

@@ -17,6 +17,10 @@ from lkit.machine.badness import BadnessScanner
     ("[    5.1] Call Trace:", "call-trace", False),
     ("Segmentation fault (core dumped)", "core-dump", False),
     ("panic: runtime error: invalid memory address", "go-panic", False),
+    # the TCG SMP livelock seen here: a short lockup may be host load, a minute is a hung guest
+    ("[   37.5] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [runc:246]", "bug", False),
+    ("[   65.4] watchdog: BUG: soft lockup - CPU#0 stuck for 60s! [runc:246]", "cpu-stuck", True),
+    ("[  250.1] watchdog: BUG: soft lockup - CPU#1 stuck for 223s! [exe:245]", "cpu-stuck", True),
 ])
 def test_each_pattern_is_recognised(line: str, name: str, fatal: bool) -> None:
     found = BadnessScanner().scan(line, 1.5)

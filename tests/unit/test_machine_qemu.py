@@ -8,7 +8,7 @@ import pytest
 
 from lkit.errors import MachineError
 from lkit.machine.artifacts import boot_target, expand_prefix, guess_format
-from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, free_port
+from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
 
 
 def _opt_values(argv: list[str], opt: str) -> list[str]:
@@ -149,8 +149,8 @@ def test_free_port_is_bindable() -> None:
         s.bind(("127.0.0.1", port))
 
 
-def test_two_vcpus_by_default(tmp_path: Path) -> None:
-    """Two vCPUs unless asked: MTTCG runs them on two host threads (containerd beside onboot)."""
+def test_vcpus_by_accelerator(tmp_path: Path) -> None:
+    """Two vCPUs under KVM; one under TCG, where QEMU 7.2 livelocked SMP guests here."""
+    assert (default_cpus("kvm"), default_cpus("tcg")) == (2, 1)
     t = boot_target("kernel+initrd", [tmp_path / "x-kernel", tmp_path / "x-initrd.img"])
-    assert _opt_values(build_argv(_cfg(t, tmp_path)), "-smp") == ["2"]
-    assert _opt_values(build_argv(_cfg(t, tmp_path, cpus=1)), "-smp") == ["1"]
+    assert _opt_values(build_argv(_cfg(t, tmp_path, cpus=default_cpus("tcg"))), "-smp") == ["1"]

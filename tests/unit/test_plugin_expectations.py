@@ -26,17 +26,3 @@ def test_machine_size_defaults_and_overrides(tmp_path: Path) -> None:
 def test_cpus_must_be_a_whole_number(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"x\.test\.yml.*cpus"):
         _load(tmp_path, "cpus: two\n")
-
-
-@pytest.mark.parametrize("cores, workers, expected", [(2, None, 2), (8, None, 2), (1, None, 1), (2, "2", 1),
-                                                      (8, "2", 2), (2, "4", 1)])
-def test_default_vcpus_share_the_host_among_xdist_workers(monkeypatch, cores: int, workers: str | None,
-                                                          expected: int) -> None:
-    from lkit.pytest_plugin import options
-
-    monkeypatch.setattr(options.os, "cpu_count", lambda: cores)
-    if workers is None:
-        monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    else:
-        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", workers)
-    assert options.default_cpus() == expected
