@@ -110,10 +110,12 @@ class Group:
     def _console_path(self) -> Path:
         return self.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
 
+    def _screen_path(self) -> Path:
+        return self.run.run_dir / "screens" / f"{self.suite.spec.name}-{self.format}.png"
+
     def _keep_failed_boot(self, attempt: int) -> None:
         """A failed boot's console and screen, renamed so that a rerun cannot overwrite them."""
-        for kind, path in (("console", self._console_path()),
-                           ("screen", self.run.run_dir / "screens" / f"{self.suite.spec.name}-{self.format}.png")):
+        for kind, path in (("console", self._console_path()), ("screen", self._screen_path())):
             if path.exists():
                 kept = path.with_name(f"{path.stem}.failed-boot-{attempt}{path.suffix}")
                 os.replace(path, kept)
@@ -160,7 +162,7 @@ class Group:
 
     def _screendump(self, vm: Any) -> None:
         """The guest's screen when a boot fails (QMP screendump), kept with the run's reports."""
-        path = self.run.run_dir / "screens" / f"{self.suite.spec.name}-{self.format}.png"
+        path = self._screen_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             vm.screendump(path)
