@@ -1,20 +1,26 @@
-"""Deterministic archive writers over a Tree: newc cpio (the initrd) and ustar/pax tar.
+"""Deterministic archive writers over a Tree: newc cpio (the initrd) and pax tar.
 
-The initrd is written as several complete cpio archives, each gzip-compressed on its own thread:
-the kernel unpacks a concatenation of compressed cpio archives, and zlib releases the GIL, so a
-2-core machine compresses about twice as fast. Output depends only on the tree and the level.
+Entries carry their own mtimes (an image layer's, or LinuxKit's fixed default for what the builder
+makes). Hard links stay hard links in the tar and become relative symlinks in the cpio, as LinuxKit's
+initrd writer makes them.
+
+The initrd is one cpio archive in one gzip member, so `gzip -l`, `file` and any unpacker see all of
+it; its deflate stream is compressed in independent pieces on several threads (zlib releases the
+GIL) the way pigz does: each piece ends on a byte boundary (Z_SYNC_FLUSH), and the member's CRC-32
+is combined from the pieces'. Output depends only on the tree, the level and the piece size.
 """
 
 from __future__ import annotations
 
 import io
+import posixpath
+import struct
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
-from lkit.build.outputs.base import SOURCE_DATE_EPOCH
 from lkit.build.tree import Node, Tree
 
 CPIO_TRAILER = "TRAILER!!!"
@@ -26,11 +32,16 @@ def _pad4(n: int) -> bytes:
     return b"\0" * ((4 - n % 4) % 4)
 
 
-def cpio_header(name: str, ino: int, mode: int, uid: int, gid: int, nlink: int, size: int) -> bytes:
+def cpio_header(name: str, ino: int, mode: int, uid: int, gid: int, nlink: int, size: int, mtime: int = 0) -> bytes:
     encoded = name.encode() + b"\0"
-    fields = (ino, mode, uid, gid, nlink, SOURCE_DATE_EPOCH, size, 0, 0, 0, 0, len(encoded), 0)
+    fields = (ino, mode, uid, gid, nlink, mtime & 0xFFFFFFFF, size, 0, 0, 0, 0, len(encoded), 0)
     head = b"070701" + b"".join(b"%08X" % v for v in fields)
     return head + encoded + _pad4(len(head) + len(encoded))
+
+
+def hardlink_as_symlink(path: str, target: str) -> str:
+    """LinuxKit's initrd writer turns a hard link into a symlink relative to the link's folder."""
+    return posixpath.relpath(target, posixpath.dirname(path) or ".")
 
 
 def _cpio_entry(path: str, node: Node, ino: int) -> Iterator[bytes]:
@@ -38,15 +49,15 @@ def _cpio_entry(path: str, node: Node, ino: int) -> Iterator[bytes]:
     if node.kind == "file":
         assert node.content is not None
         size = node.content.length
-        yield cpio_header(path, ino, mode, node.uid, node.gid, 1, size)
+        yield cpio_header(path, ino, mode, node.uid, node.gid, 1, size, node.mtime)
         yield from node.content.chunks()
         yield _pad4(size)
-    elif node.kind == "symlink":
-        target = node.target.encode()
-        yield cpio_header(path, ino, mode, node.uid, node.gid, 1, len(target))
+    elif node.kind in ("symlink", "hardlink"):
+        target = (node.target if node.kind == "symlink" else hardlink_as_symlink(path, node.target)).encode()
+        yield cpio_header(path, ino, mode, node.uid, node.gid, 1, len(target), node.mtime)
         yield target + _pad4(len(target))
     else:
-        yield cpio_header(path, ino, mode, node.uid, node.gid, 2, 0)
+        yield cpio_header(path, ino, mode, node.uid, node.gid, 2 if node.kind == "dir" else 1, 0, node.mtime)
 
 
 def _trailer() -> bytes:
@@ -54,7 +65,7 @@ def _trailer() -> bytes:
 
 
 def cpio_groups(entries: Iterable[tuple[str, Node]], chunk_bytes: int) -> Iterator[list[tuple[str, Node, int]]]:
-    """Split entries into consecutive groups of about `chunk_bytes` (each becomes one archive)."""
+    """Split entries into consecutive groups of about `chunk_bytes` (each one deflate piece)."""
     group: list[tuple[str, Node, int]] = []
     size = 0
     for ino, (path, node) in enumerate(entries, start=1):
@@ -67,27 +78,93 @@ def cpio_groups(entries: Iterable[tuple[str, Node]], chunk_bytes: int) -> Iterat
         yield group
 
 
-def _compress_group(group: list[tuple[str, Node, int]], level: int) -> bytes:
-    comp = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip wrapper, mtime 0, no name
-    out = [comp.compress(piece) for path, node, ino in group for piece in _cpio_entry(path, node, ino)]
-    out.append(comp.compress(_trailer()))
-    out.append(comp.flush())
-    return b"".join(out)
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine, which Python lacks)."""
+    if len2 <= 0:
+        return crc1
+
+    def times(matrix: list[int], vec: int) -> int:
+        out, i = 0, 0
+        while vec:
+            if vec & 1:
+                out ^= matrix[i]
+            vec >>= 1
+            i += 1
+        return out
+
+    def square(matrix: list[int]) -> list[int]:
+        return [times(matrix, matrix[n]) for n in range(32)]
+
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
+    even = square(odd)   # two zero bits
+    odd = square(even)   # four zero bits
+    while True:
+        even = square(odd)
+        if len2 & 1:
+            crc1 = times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = square(even)
+        if len2 & 1:
+            crc1 = times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def _deflate_piece(pieces: list[bytes], level: int, last: bool) -> tuple[bytes, int, int]:
+    """Raw deflate of one piece, ending byte-aligned (or final); with its CRC-32 and length."""
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out, crc, size = [], 0, 0
+    for piece in pieces:
+        out.append(comp.compress(piece))
+        crc = zlib.crc32(piece, crc)
+        size += len(piece)
+    out.append(comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH))
+    return b"".join(out), crc, size
+
+
+def _group_bytes(group: list[tuple[str, Node, int]]) -> list[bytes]:
+    return [piece for path, node, ino in group for piece in _cpio_entry(path, node, ino)]
+
+
+# gzip member header: magic, deflate, no flags, mtime 0, no extra flags, OS unix.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
 
 
 def write_initrd(tree: Tree, dest: BinaryIO, *, exclude: frozenset[str] = frozenset(), level: int = GZIP_LEVEL,
                  chunk_bytes: int = CHUNK_BYTES, prefix: bytes = b"", workers: int = 2) -> None:
     """Gzip newc cpio of `tree` into `dest`; `prefix` (e.g. an uncompressed ucode cpio) goes first."""
     dest.write(prefix)
-    groups = cpio_groups(tree.walk(exclude), chunk_bytes)
+    dest.write(GZIP_HEADER)
+    groups = [*cpio_groups(tree.walk(exclude), chunk_bytes)]
+    crc, total = 0, 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = []
-        for group in groups:
-            pending.append(pool.submit(_compress_group, group, level))
-            while len(pending) > workers * 2:  # bounded memory: a few compressed chunks in flight
-                dest.write(pending.pop(0).result())
-        for fut in pending:
-            dest.write(fut.result())
+
+        def drain(future) -> None:  # type: ignore[no-untyped-def]
+            nonlocal crc, total
+            data, piece_crc, size = future.result()
+            dest.write(data)
+            crc, total = crc32_combine(crc, piece_crc, size), total + size
+
+        for index, group in enumerate(groups):
+            pieces = _group_bytes(group)
+            last = index == len(groups) - 1
+            if last:
+                pieces.append(_trailer())
+            pending.append(pool.submit(_deflate_piece, pieces, level, last))
+            while len(pending) > workers * 2:  # bounded memory: a few compressed pieces in flight
+                drain(pending.pop(0))
+        for future in pending:
+            drain(future)
+        if not groups:
+            data, piece_crc, size = _deflate_piece([_trailer()], level, True)
+            dest.write(data)
+            crc, total = piece_crc, size
+    dest.write(struct.pack("<II", crc, total & 0xFFFFFFFF))
 
 
 def write_cpio(tree: Tree, dest: BinaryIO, *, exclude: frozenset[str] = frozenset()) -> None:
@@ -122,20 +199,27 @@ class _ChunkReader(io.RawIOBase):
 
 
 def write_tar(tree: Tree, dest: BinaryIO, *, exclude: frozenset[str] = frozenset(), extra: Iterable[tuple[str, Node]] = ()) -> None:
-    """A tar of the tree (plus `extra` entries first), fixed mtimes, numeric owners only."""
+    """A tar of the tree (plus `extra` entries first), numeric owners only.
+
+    Hard links go last, so that every unpacker has their targets already."""
+    entries = [*extra, *tree.walk(exclude)]
+    entries.sort(key=lambda item: item[1].kind == "hardlink")  # stable: the rest keep their order
     with tarfile.open(fileobj=dest, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for path, node in [*extra, *tree.walk(exclude)]:
+        for path, node in entries:
             info = tarfile.TarInfo(path)
-            info.mtime = SOURCE_DATE_EPOCH
+            info.mtime = node.mtime
             info.mode = node.mode & 0o7777
             info.uid, info.gid = node.uid, node.gid
             info.uname = info.gname = ""
             if node.kind == "dir":
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)
-            elif node.kind == "symlink":
-                info.type = tarfile.SYMTYPE
+            elif node.kind in ("symlink", "hardlink"):
+                info.type = tarfile.SYMTYPE if node.kind == "symlink" else tarfile.LNKTYPE
                 info.linkname = node.target
+                tar.addfile(info)
+            elif node.kind == "fifo":
+                info.type = tarfile.FIFOTYPE
                 tar.addfile(info)
             else:
                 assert node.content is not None

@@ -24,14 +24,22 @@ import lkit
 from lkit.build.archive import write_initrd, write_tar
 from lkit.build.outputs.base import BootFiles, get_format
 from lkit.build.rootfs import Assembler, Assembly, allowed_source
-from lkit.build.tree import Content, Node
+
 from lkit.errors import BuildError, ImageError, InfraError
 from lkit.images import refs
 from lkit.images.store import Image, Store
 from lkit.spec.model import Spec
 
-# Root-filesystem paths that ride beside the initrd rather than in it (LinuxKit's boot/ files).
-INITRD_EXCLUDE = frozenset({"boot/kernel", "boot/cmdline", "boot/ucode.cpio"})
+# The initrd leaves out everything under boot/ (the kernel, its cmdline and ucode ride beside it),
+# keeping the empty boot/ itself, as LinuxKit's tar-to-initrd conversion does.
+BOOT_DIR = "boot"
+
+
+def initrd_exclude(assembly: Assembly) -> frozenset[str]:
+    boot = assembly.tree.lookup(BOOT_DIR)
+    if boot is None or boot.kind != "dir":
+        return frozenset()
+    return frozenset(f"{BOOT_DIR}/{name}" for name in boot.children)
 
 
 def default_cache_dir() -> Path:
@@ -95,7 +103,7 @@ def _where_of(spec: Spec, ref: str) -> str | None:
     return None
 
 
-def build_key(spec: Spec, resolve: Callable[[str], Image]) -> tuple[str, dict[str, str]]:
+def build_key(spec: Spec, resolve: Callable[[str], Image], *, sbom: bool = True) -> tuple[str, dict[str, str]]:
     """Hash of everything the outputs depend on; also returns the resolved image digests."""
     digests = {}
     for ref in spec.images():
@@ -110,7 +118,8 @@ def build_key(spec: Spec, resolve: Callable[[str], Image]) -> tuple[str, dict[st
         if entry.source is not None:
             path = allowed_source(entry, spec)
             sources[entry.path] = _sha256_file(path) if path else None
-    material = {"lkit": lkit.__version__, "code": _code_digest(), "spec": spec.to_dict(), "images": digests, "sources": sources}
+    material = {"lkit": lkit.__version__, "code": _code_digest(), "spec": spec.to_dict(), "images": digests,
+                "sources": sources, "sbom": sbom}
     blob = json.dumps(material, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest(), digests
 
@@ -155,15 +164,22 @@ class _BootFilesMaker:
     """Assembles the root once per key, on demand, and keeps kernel + initrd in the build cache."""
 
     def __init__(self, spec: Spec, store: Store, resolve: Callable[[str], Image], key: str, cache_dir: Path,
-                 workdir: Path) -> None:
+                 workdir: Path, *, sbom: bool = True) -> None:
         self.spec, self.store, self.resolve, self.key, self.workdir = spec, store, resolve, key, workdir
         self.cached = cache_dir / key
+        self.sbom = sbom
         self._assembly: Assembly | None = None
 
     def assembly(self) -> Assembly:
         if self._assembly is None:
-            self._assembly = Assembler(self.spec, self.store, resolve=self.resolve).assemble()
+            self._assembly = Assembler(self.spec, self.store, resolve=self.resolve, with_sbom=self.sbom).assemble()
         return self._assembly
+
+    def root_only(self) -> BootFiles:
+        """For formats that need no kernel (tar): no kernel or initrd is made."""
+        missing = self.workdir / "no-kernel"
+        return BootFiles(name=self.spec.name, kernel=missing, initrd=missing, cmdline="",
+                         rootfs_tar=self.rootfs_tar, workdir=self.workdir)
 
     def boot_files(self) -> BootFiles:
         kernel, initrd, cmdline = self.cached / "kernel", self.cached / "initrd.img", self.cached / "cmdline"
@@ -184,7 +200,7 @@ class _BootFilesMaker:
                     f.write(chunk)
             prefix = b"".join(assembly.kernel.ucode.chunks()) if assembly.kernel.ucode else b""
             with open(tmp / "initrd.img", "wb") as f:
-                write_initrd(assembly.tree, f, exclude=INITRD_EXCLUDE, prefix=prefix)
+                write_initrd(assembly.tree, f, exclude=initrd_exclude(assembly), prefix=prefix)
             (tmp / "cmdline").write_text(assembly.cmdline)
             try:
                 os.replace(tmp, self.cached)
@@ -199,27 +215,21 @@ class _BootFilesMaker:
         path = self.workdir / "rootfs.tar"
         if not path.exists():
             assembly = self.assembly()
-            extra: list[tuple[str, Node]] = []
-            if assembly.kernel is not None:
-                extra = [("boot", Node("dir", 0o755)),
-                         ("boot/cmdline", Node("file", 0o644, content=Content(data=assembly.cmdline.encode()))),
-                         ("boot/kernel", Node("file", 0o644, content=assembly.kernel.kernel))]
-                if assembly.kernel.ucode is not None:
-                    extra.append(("boot/ucode.cpio", Node("file", 0o644, content=assembly.kernel.ucode)))
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:
-                write_tar(assembly.tree, f, extra=extra)
+                write_tar(assembly.tree, f)
             os.replace(tmp, path)
         return path
 
 
 def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None = None,
           cache_dir: Path | None = None, use_cache: bool = True, pull: bool = False, offline: bool = False,
-          insecure: bool = False) -> BuiltImage:
+          insecure: bool = False, sbom: bool = True) -> BuiltImage:
     """Build `formats` of `spec` into `outdir`; unchanged inputs are not rebuilt.
 
     Images are looked up as LinuxKit does: the local store first, then the registry (`pull` forces a
-    fresh pull, `offline` never touches the network and names the missing image instead).
+    fresh pull, `offline` never touches the network and names the missing image instead). `sbom`
+    writes LinuxKit's sbom.spdx.json into the root (LinuxKit's default; its --no-sbom is sbom=False).
     A host failure while writing (disk full, read-only, permissions) is an InfraError naming the file;
     outputs only ever appear complete (written aside, then renamed), so none is left half-written.
     """
@@ -228,7 +238,7 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
                          hint="give --name (or the spec file) a name without '/' such as 'myimage'")
     try:
         return _build(spec, formats, outdir, store=store, cache_dir=cache_dir, use_cache=use_cache, pull=pull,
-                      offline=offline, insecure=insecure)
+                      offline=offline, insecure=insecure, sbom=sbom)
     except OSError as exc:
         where = exc.filename or outdir
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -238,7 +248,8 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
 
 
 def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None,
-           cache_dir: Path | None, use_cache: bool, pull: bool, offline: bool, insecure: bool) -> BuiltImage:
+           cache_dir: Path | None, use_cache: bool, pull: bool, offline: bool, insecure: bool,
+           sbom: bool) -> BuiltImage:
     started = time.monotonic()
     store = store or Store.default()
     resolved: dict[str, Image] = {}
@@ -251,14 +262,17 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
     cache_dir = cache_dir or default_cache_dir()
     outdir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key, digests = build_key(spec, resolve)
+    key, digests = build_key(spec, resolve, sbom=sbom)
     result = BuiltImage(name=spec.name, outdir=outdir, key=key, images=digests)
     stamp = _Stamp(outdir, spec.name)
     record = stamp.load() if use_cache else {}
     previous = record.get("formats", {}) if record.get("key") == key else {}
     todo = []
     for fmt in formats:
-        get_format(fmt)  # unknown formats fail before any work
+        if get_format(fmt).needs_kernel and spec.kernel is None:  # unknown formats fail before any work too
+            raise BuildError(f"format {fmt} needs a kernel, and the spec has no `kernel:` section",
+                             where=str(spec.sources[0]) if spec.sources else None,
+                             hint="add kernel: image: ..., or build only -f tar (LinuxKit builds a tar without a kernel)")
         reused = _still_valid(previous[fmt], outdir) if fmt in previous else None
         if reused is not None:
             result.artifacts[fmt] = reused
@@ -270,8 +284,8 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-build.", dir=outdir)))
             if not use_cache:
                 cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-cache.", dir=outdir)))
-            maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir)
-            files = maker.boot_files()
+            maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir, sbom=sbom)
+            files = maker.boot_files() if any(get_format(f).needs_kernel for f in todo) else maker.root_only()
             for fmt in todo:
                 staging = workdir / f"out-{fmt.replace('+', '_')}"
                 staging.mkdir()

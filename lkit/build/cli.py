@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="rebuild even if nothing changed")
     p.add_argument("--pull", action="store_true", help="pull every image from its registry even if it is in the store")
     p.add_argument("--offline", action="store_true", help="never contact a registry: a missing image is an error")
+    p.add_argument("--no-sbom", action="store_true", help="leave out sbom.spdx.json (LinuxKit writes it by default)")
     p.add_argument("--plain-http", action="store_true", help="talk plain HTTP to loopback registries (localhost:5000 ...)")
     p.set_defaults(func=run)
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     formats = args.formats or spec.outputs or ["kernel+initrd"]
     store = Store(args.store) if args.store else Store.default()
     result = build(spec, formats, args.dir, store=store, use_cache=not args.no_cache,
-                   pull=args.pull, offline=args.offline, insecure=args.plain_http)
+                   pull=args.pull, offline=args.offline, insecure=args.plain_http, sbom=not args.no_sbom)
     for fmt in formats:
         state = "unchanged" if fmt in result.reused else "built"
         for art in result.artifacts[fmt]:

@@ -1,26 +1,36 @@
 """LinuxKit's ConfigToOCI rules: (spec entry, image label, image config) -> config.json + runtime.json.
 
-Our code, LinuxKit's semantics (src/cmd/linuxkit/moby/config.go and build/image.go): a field from
-the spec replaces the label's, which replaces what the image config says; only `capabilities.add`
-and `binds.add` in the spec append to the label's list. Dicts are built in the field order of Go's
-runtime-spec structs and leave out what Go's `omitempty` leaves out, so `json.dumps(bundle.config,
-indent=4)` reads like LinuxKit's config.json.
+Our code, LinuxKit's semantics (src/cmd/linuxkit/moby/config.go, build/image.go, build/volume.go):
+a field from the spec replaces the label's, which replaces what the image config says; only
+`capabilities.add` and `binds.add` in the spec append to the label's list. Dicts are built in the
+field order of Go's runtime-spec structs and leave out what Go's `omitempty` leaves out, and
+`lkit.build.gojson` writes them as Go does, so config.json and runtime.json are LinuxKit's bytes.
+
+LinuxKit's quirks are followed on purpose (docs/linuxkit-differences.md): `capabilities.add`
+appends without removing duplicates (a capability the label has already appears twice in the
+effective set; runc does not mind), and a `mounts:` entry of type bind naming a volume keeps the
+volume's bare name as its source (LinuxKit rewrites a copy of the entry), while `binds` and
+`binds.add` get /containers/volumes/NAME/merged.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lkit.build import gojson
 from lkit.errors import ImageError, LkitError, SpecError
 from lkit.spec import schema
 from lkit.spec.capabilities import CAPABILITIES, NUMBERS
-from lkit.spec.model import ImageEntry, Spec
+from lkit.spec.model import ImageEntry, Spec, Volume
 from lkit.spec.yamlmarks import load_json_node
 
-OCI_VERSION = "1.1.0"
+# The runtime-spec version LinuxKit is built with (specs.Version of its vendored runtime-spec).
+OCI_VERSION = "1.2.1"
+VOLUMES_DIR = "/containers/volumes"
 LABEL = "org.mobyproject.config"
 FIRST_ID = 100
 
@@ -92,10 +102,10 @@ class Bundle:
     root: str = ""  # where the image's files go, e.g. containers/services/nginx/lower
 
     def config_json(self) -> bytes:
-        return (json.dumps(self.config, indent=4) + "\n").encode()
+        return gojson.marshal_indent(self.config)
 
     def runtime_json(self) -> bytes:
-        return (json.dumps(self.runtime, indent=4) + "\n").encode()
+        return gojson.marshal_indent(self.runtime)
 
 
 def bundle_prefix(section: str, index: int, name: str) -> str:
@@ -151,11 +161,11 @@ class _Ctx:
         return self.spec.get(key) or self.label.get(key) or default
 
     def appended(self, key: str) -> list[str]:
-        """spec KEY, else label KEY + spec KEY.add (ordered, de-duplicated)."""
+        """spec KEY, else label KEY + spec KEY.add, duplicates kept: LinuxKit's mergeStrings means to
+        drop them but never fills its `seen` map."""
         if key in self.spec:
-            return list(dict.fromkeys(self.spec[key]))
-        merged = list(self.label.get(key, [])) + list(self.spec.get(key + ".add", []))
-        return list(dict.fromkeys(merged))
+            return list(self.spec[key])
+        return list(self.label.get(key, [])) + list(self.spec.get(key + ".add", []))
 
     def error(self, key: str, message: str, hint: str | None = None) -> LkitError:
         if key in self.spec:
@@ -165,13 +175,15 @@ class _Ctx:
 
 
 def generate(entry: ImageEntry, image: ImageInfo, idmap: IdMap, *, prefix: str | None = None,
-             root: str | None = None) -> Bundle:
+             root: str | None = None, volumes: Mapping[str, Volume] | None = None) -> Bundle:
     """config.json and runtime.json for one container.
 
     `prefix` is the bundle directory (see bundle_prefix); by default the entry's own place in the
     spec the IdMap was made from (containers/services/NAME for an entry of no known spec). `root`
     overrides where the image files are (LinuxKit reuses an image unpacked for an earlier container).
+    `volumes` are the spec's, by name: binds that name one are pointed at its merged directory.
     """
+    entry = with_volume_paths(entry, volumes or {})
     ctx = _Ctx(entry, label_config(image), image.ref)
     img = image.config
     readonly = bool(ctx.pick("readonly", False))
@@ -207,7 +219,7 @@ def generate(entry: ImageEntry, image: ImageInfo, idmap: IdMap, *, prefix: str |
     config["mounts"] = _mounts(ctx, readonly)
     annotations = ctx.pick("annotations") or {}
     if annotations:
-        config["annotations"] = dict(annotations)
+        config["annotations"] = gojson.sorted_map(dict(annotations))
     config["linux"] = _linux(ctx)
 
     root = root or f"{prefix}/{'rootfs' if readonly else 'lower'}"
@@ -218,18 +230,70 @@ def generate(entry: ImageEntry, image: ImageInfo, idmap: IdMap, *, prefix: str |
 def generate_all(spec: Spec, images: Mapping[str, ImageInfo]) -> list[Bundle]:
     """Bundles for every container in build order; `images` maps each entry's image ref to its info.
 
-    Like LinuxKit, a read-only container whose image was already unpacked elsewhere binds that copy.
+    Like LinuxKit, a container whose image was already unpacked for an earlier one mounts that copy
+    (read-only: a bind; otherwise the overlay's lower directory).
     """
+    from lkit.images import refs
+
     idmap = IdMap.from_spec(spec)
+    volumes = {v.name: v for v in spec.volumes}
     unpacked: dict[str, str] = {}
     bundles: list[Bundle] = []
     for section, index, entry in spec.entries():
         info = images[entry.image]
         prefix = bundle_prefix(section, index, entry.name)
-        bundle = generate(entry, info, idmap, prefix=prefix, root=unpacked.get(entry.image))
-        unpacked.setdefault(entry.image, bundle.root)
+        key = refs.normalise(entry.image)
+        bundle = generate(entry, info, idmap, prefix=prefix, root=unpacked.get(key), volumes=volumes)
+        unpacked.setdefault(key, bundle.root)
         bundles.append(bundle)
     return bundles
+
+
+def with_volume_paths(entry: ImageEntry, volumes: Mapping[str, Volume]) -> ImageEntry:
+    """LinuxKit's updateMountsAndBindsFromVolumes: a bind whose source is not absolute names a volume.
+
+    binds and binds.add get the volume's merged directory; a read-only volume must be bound with
+    `ro`. A bind-type `mounts:` entry is checked the same way but keeps its source (LinuxKit rewrites
+    a loop variable's copy, not the entry)."""
+    config = entry.config
+    if not any(key in config for key in ("mounts", "binds", "binds.add")):
+        return entry
+
+    def volume(name: str, key: str, index: int) -> Volume:
+        if name not in volumes:
+            raise SpecError(f"{entry.name}: {key}[{index}]: volume {name!r} not found",
+                            where=str(entry.where), hint="declare it under volumes:, or give an absolute source path")
+        return volumes[name]
+
+    def read_only_error(key: str, index: int, name: str) -> SpecError:
+        return SpecError(f"{entry.name}: {key}[{index}]: volume {name} is read-only, but is bound read-write",
+                         where=str(entry.where), hint="add :ro to the bind")
+
+    for index, mount in enumerate(config.get("mounts", [])):
+        source = mount.get("source", "")
+        if mount.get("type") != "bind" or source.startswith("/"):
+            continue
+        if volume(source, "mounts", index).readonly:
+            flags = [o for o in mount.get("options") or [] if o in ("ro", "rw")]
+            if not flags or flags[0] != "ro":
+                raise read_only_error("mounts", index, source)
+    new_config = dict(config)
+    for key in ("binds", "binds.add"):
+        if key not in config:
+            continue
+        out = []
+        for index, bind in enumerate(config[key]):
+            parts = bind.split(":")
+            if parts[0].startswith("/"):
+                out.append(bind)
+                continue
+            vol = volume(parts[0], key, index)
+            if vol.readonly and (len(parts) < 3 or parts[2] != "ro"):
+                raise read_only_error(key, index, parts[0])
+            parts[0] = posixpath.join(VOLUMES_DIR, vol.name, "merged")
+            out.append(":".join(parts))
+        new_config[key] = out
+    return ImageEntry(name=entry.name, image=entry.image, where=entry.where, config=new_config)
 
 
 def _user(ctx: _Ctx, idmap: IdMap) -> dict[str, Any]:
@@ -263,11 +327,10 @@ def _expand_caps(names: list[str], ctx: _Ctx, key: str) -> list[str]:
 def _capabilities(ctx: _Ctx) -> dict[str, list[str]]:
     """Effective = listed; Bounding/Permitted/Inheritable = listed ∪ ambient, sorted; none unless listed.
 
-    Duplicates are dropped (LinuxKit copies them into Effective; runc ignores them).
+    Effective and ambient keep duplicates, as LinuxKit writes them (runc ignores them).
     """
     caps = _expand_caps(ctx.appended("capabilities"), ctx, "capabilities")
-    ambient_raw = ctx.pick("ambient", [])
-    ambient = _expand_caps(list(dict.fromkeys(ambient_raw)), ctx, "ambient")
+    ambient = _expand_caps(list(ctx.pick("ambient", [])), ctx, "ambient")
     bounding = sorted(set(caps) | set(ambient))
     out: dict[str, list[str]] = {}
     for key, value in (("bounding", bounding), ("effective", caps), ("inheritable", bounding),
@@ -319,8 +382,10 @@ def _mounts(ctx: _Ctx, readonly: bool) -> list[dict[str, Any]]:
         mounts[parts[0]] = _mount(parts[0], "tmpfs", "tmpfs", options)
     for text in ctx.appended("binds"):
         parts = text.split(":")
-        if not 2 <= len(parts) <= 3:
-            raise ctx.error("binds", f"cannot parse bind {text!r}", hint="SOURCE:DESTINATION[:OPTIONS]")
+        if len(parts) < 2:
+            raise ctx.error("binds", f"cannot parse bind, missing ':': {text!r}", hint="SOURCE:DESTINATION[:OPTIONS]")
+        if len(parts) > 3:
+            raise ctx.error("binds", f"cannot parse bind, too many ':': {text!r}", hint="SOURCE:DESTINATION[:OPTIONS]")
         options = parts[2].split(",") + ["rbind"] if len(parts) == 3 else ["rw", "rbind", "rshared"]
         mounts[parts[1]] = _mount(parts[1], "bind", parts[0], options)
     for item in ctx.pick("mounts", []):
@@ -335,11 +400,8 @@ def _mounts(ctx: _Ctx, readonly: bool) -> list[dict[str, Any]]:
         dest = dest or schema.DEFAULT_MOUNTPOINTS.get(kind, "")
         if not dest:
             raise ctx.error("mounts", f"mount of type {kind!r} is missing destination")
-        mount = _mount(dest, kind, source, item.get("options"))
-        for yaml_key, json_key in (("uidmappings", "uidMappings"), ("gidmappings", "gidMappings")):
-            if item.get(yaml_key):
-                mount[json_key] = [_idmapping(m) for m in item[yaml_key]]
-        mounts[dest] = mount
+        # LinuxKit copies type, source, destination and options only (no id mappings).
+        mounts[dest] = _mount(dest, kind, source, item.get("options"))
     return [mounts[dest] for dest in sorted(mounts)]
 
 
@@ -359,18 +421,70 @@ def _namespaces(ctx: _Ctx) -> list[dict[str, str]]:
         if value in ("new", "none"):
             value = ""
         out.append({"type": kind, "path": value} if value else {"type": kind})
-    out.append({"type": "mount"})
-    out.append({"type": "cgroup"})
+    out.append({"type": "mount"})  # LinuxKit creates no cgroup namespace ("TODO cgroup namespaces")
     return out
 
 
-_RESOURCE_KEYS = {"blockio": "blockIO"}
+# runtime-spec's LinuxResources and what it holds, as (Go field, JSON name, omitempty, nested struct).
+# LinuxKit decodes the spec's `resources:` into these structs with yaml.v3, which matches a YAML key
+# to a field by the field's lower-cased name ("kerneltcp"); a key in any other case is ignored, so
+# `kernelTCP: 1` never reaches config.json. The JSON names and order are the structs'.
+_Field = tuple[str, str, bool, "tuple | None"]
+_DEVICE_CGROUP: tuple[_Field, ...] = (("Allow", "allow", False, None), ("Type", "type", True, None),
+                                      ("Major", "major", True, None), ("Minor", "minor", True, None),
+                                      ("Access", "access", True, None))
+_MEMORY: tuple[_Field, ...] = tuple((go, js, True, None) for go, js in (
+    ("Limit", "limit"), ("Reservation", "reservation"), ("Swap", "swap"), ("Kernel", "kernel"),
+    ("KernelTCP", "kernelTCP"), ("Swappiness", "swappiness"), ("DisableOOMKiller", "disableOOMKiller"),
+    ("UseHierarchy", "useHierarchy"), ("CheckBeforeUpdate", "checkBeforeUpdate")))
+_CPU: tuple[_Field, ...] = tuple((go, js, True, None) for go, js in (
+    ("Shares", "shares"), ("Quota", "quota"), ("Burst", "burst"), ("Period", "period"),
+    ("RealtimeRuntime", "realtimeRuntime"), ("RealtimePeriod", "realtimePeriod"), ("Cpus", "cpus"),
+    ("Mems", "mems"), ("Idle", "idle")))
+_PIDS: tuple[_Field, ...] = (("Limit", "limit", False, None),)
+_THROTTLE: tuple[_Field, ...] = (("Rate", "rate", False, None),)
+_BLOCKIO: tuple[_Field, ...] = (
+    ("Weight", "weight", True, None), ("LeafWeight", "leafWeight", True, None),
+    ("WeightDevice", "weightDevice", True, (("Weight", "weight", True, None), ("LeafWeight", "leafWeight", True, None))),
+    ("ThrottleReadBpsDevice", "throttleReadBpsDevice", True, _THROTTLE),
+    ("ThrottleWriteBpsDevice", "throttleWriteBpsDevice", True, _THROTTLE),
+    ("ThrottleReadIOPSDevice", "throttleReadIOPSDevice", True, _THROTTLE),
+    ("ThrottleWriteIOPSDevice", "throttleWriteIOPSDevice", True, _THROTTLE))
+_RESOURCES: tuple[_Field, ...] = (
+    ("Devices", "devices", True, _DEVICE_CGROUP), ("Memory", "memory", True, _MEMORY), ("CPU", "cpu", True, _CPU),
+    ("Pids", "pids", True, _PIDS), ("BlockIO", "blockIO", True, _BLOCKIO),
+    ("HugepageLimits", "hugepageLimits", True, (("Pagesize", "pageSize", False, None), ("Limit", "limit", False, None))),
+    ("Network", "network", True, (("ClassID", "classID", True, None),
+                                  ("Priorities", "priorities", True, (("Name", "name", False, None),
+                                                                     ("Priority", "priority", False, None))))),
+    ("Rdma", "rdma", True, None), ("Unified", "unified", True, None))
+_ZERO = {"Allow": False, "Limit": 0, "Rate": 0, "Pagesize": "", "Name": "", "Priority": 0}
+
+
+def _go_struct(value: Any, fields: tuple[_Field, ...]) -> dict[str, Any]:
+    """A YAML mapping decoded into a Go struct by yaml.v3 and written by encoding/json."""
+    source = value if isinstance(value, dict) else {}
+    out: dict[str, Any] = {}
+    for go_name, json_name, omitempty, nested in fields:
+        key = go_name.lower()
+        if key not in source or source[key] is None:
+            if not omitempty:
+                out[json_name] = _ZERO.get(go_name, 0)
+            continue
+        item = source[key]
+        if nested is not None:
+            item = [_go_struct(v, nested) for v in item] if isinstance(item, list) else _go_struct(item, nested)
+        elif isinstance(item, dict):
+            item = gojson.sorted_map(dict(item))
+        empty_value = isinstance(item, (str, list)) and not item or (go_name in ("Rdma", "Unified") and not item)
+        if omitempty and empty_value:  # a non-pointer field at its zero value (pointers are written when set)
+            continue
+        out[json_name] = item
+    return out
 
 
 def _resources(ctx: _Ctx) -> dict[str, Any]:
-    resources = json.loads(json.dumps(ctx.pick("resources", {})))  # a deep copy
-    out: dict[str, Any] = {_RESOURCE_KEYS.get(key, key): value for key, value in resources.items()}
-    return out
+    return _go_struct(json.loads(json.dumps(ctx.pick("resources", {}))), _RESOURCES)
 
 
 def _linux(ctx: _Ctx) -> dict[str, Any]:
@@ -381,7 +495,7 @@ def _linux(ctx: _Ctx) -> dict[str, Any]:
             linux[key] = [_idmapping(m) for m in mappings]
     sysctl = ctx.pick("sysctl", {})
     if sysctl:
-        linux["sysctl"] = dict(sysctl)
+        linux["sysctl"] = gojson.sorted_map(dict(sysctl))
     resources = _resources(ctx)
     devices: list[dict[str, Any]] = []
     cgroup_rules: list[dict[str, Any]] = list(resources.get("devices", []))

@@ -19,6 +19,9 @@ from pathlib import Path
 from lkit.errors import BuildError
 
 MAX_SYMLINK_HOPS = 40
+# LinuxKit's defaultModTime (2017-04-18 16:30 UTC): the mtime of every entry the builder makes itself.
+# Entries from image layers keep their own.
+DEFAULT_MTIME = 1492533000
 
 
 @dataclass(frozen=True)
@@ -52,17 +55,25 @@ class Content:
 
 @dataclass
 class Node:
-    kind: str  # "dir" | "file" | "symlink"
+    """One entry. A "hardlink" names its target by its path from the tree's root, as a tar does;
+    LinuxKit keeps it a hard link in tar outputs and makes it a relative symlink in the initrd."""
+
+    kind: str  # "dir" | "file" | "symlink" | "hardlink" | "fifo"
     mode: int  # permission bits incl. setuid/setgid/sticky
     uid: int = 0
     gid: int = 0
     content: Content | None = None
     target: str = ""
     children: dict[str, Node] = field(default_factory=dict)
+    mtime: int = DEFAULT_MTIME
 
     @property
     def type_bits(self) -> int:
-        return {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}[self.kind]
+        return _TYPE_BITS[self.kind]
+
+
+_TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "hardlink": stat.S_IFLNK,
+              "fifo": stat.S_IFIFO}
 
 
 def split_path(path: str, *, where: str = "") -> list[str]:
@@ -135,27 +146,34 @@ class Tree:
         if not parts:
             if node.kind == "dir":
                 target = base or self.root
-                target.mode, target.uid, target.gid = node.mode, node.uid, node.gid
+                target.mode, target.uid, target.gid, target.mtime = node.mode, node.uid, node.gid, node.mtime
                 return target
             raise BuildError(f"cannot replace the root directory with a {node.kind}", where=where or None)
         parent = self._walk_dirs(base or self.root, parts[:-1], create=True)
         old = parent.children.get(parts[-1])
         if node.kind == "dir" and old is not None and old.kind == "dir":
-            old.mode, old.uid, old.gid = node.mode, node.uid, node.gid  # keep its contents
+            old.mode, old.uid, old.gid, old.mtime = node.mode, node.uid, node.gid, node.mtime  # keep its contents
             return old
         parent.children[parts[-1]] = node
         return node
 
-    def add_dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, base: Node | None = None, where: str = "") -> Node:
-        return self._place(path, Node("dir", mode, uid, gid), base, where)
+    def add_dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, base: Node | None = None,
+                where: str = "", mtime: int = DEFAULT_MTIME) -> Node:
+        return self._place(path, Node("dir", mode, uid, gid, mtime=mtime), base, where)
 
-    def add_file(self, path: str, content: Content | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, *, base: Node | None = None, where: str = "") -> Node:
+    def add_file(self, path: str, content: Content | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, *,
+                 base: Node | None = None, where: str = "", mtime: int = DEFAULT_MTIME) -> Node:
         if isinstance(content, bytes):
             content = Content(data=content)
-        return self._place(path, Node("file", mode, uid, gid, content=content), base, where)
+        return self._place(path, Node("file", mode, uid, gid, content=content, mtime=mtime), base, where)
 
-    def add_symlink(self, path: str, target: str, uid: int = 0, gid: int = 0, *, base: Node | None = None, where: str = "") -> Node:
-        return self._place(path, Node("symlink", 0o777, uid, gid, target=target), base, where)
+    def add_symlink(self, path: str, target: str, uid: int = 0, gid: int = 0, *, base: Node | None = None,
+                    where: str = "", mode: int = 0o777, mtime: int = DEFAULT_MTIME) -> Node:
+        return self._place(path, Node("symlink", mode, uid, gid, target=target, mtime=mtime), base, where)
+
+    def add_node(self, path: str, node: Node, *, base: Node | None = None, where: str = "") -> Node:
+        """Place a prepared node (a hard link or a fifo) at `path`."""
+        return self._place(path, node, base, where)
 
     def ensure_dir(self, path: str, mode: int = 0o755, *, base: Node | None = None) -> Node:
         """A directory that exists already keeps its mode; a missing one is created."""

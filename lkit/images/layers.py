@@ -2,8 +2,9 @@
 
 The builder never extracts a layer onto the host; it records where each file's bytes live (`offset`)
 and copies ranges later. So the checks that matter are on names and link targets: nothing may escape
-the image root, hardlinks must point at a regular file seen earlier in the same layer, and special
-files (devices, fifos) have no place in a LinuxKit image except the few LinuxKit itself drops.
+the image root, hardlinks must point at a regular file seen earlier in the same layer, and device
+nodes have no place in a LinuxKit image except the few LinuxKit itself drops. A fifo is harmless
+and LinuxKit takes it, so lkit does too.
 Symlink targets are kept verbatim: absolute targets are normal in images and are resolved by the
 consumer inside the build root.
 """
@@ -22,7 +23,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 # Files LinuxKit drops from every image (moby/image.go's exclude list): docker creates them in a
 # running container, so they appear in exported images. Special files among them are skipped quietly.
 LINUXKIT_DROPPED = frozenset({".dockerenv", "Dockerfile", "dev/console", "dev/pts", "dev/shm", "etc/hostname"})
-KINDS = ("file", "dir", "symlink", "hardlink", "whiteout", "opaque")
+KINDS = ("file", "dir", "symlink", "hardlink", "fifo", "whiteout", "opaque")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class LayerEntry:
     size: int
     linkname: str
     offset: int
+    mtime: int = 0
 
 
 def normalise_path(name: str) -> str | None:
@@ -99,7 +101,7 @@ def _entry(info: tarfile.TarInfo, image: str, seen_files: set[str]) -> LayerEntr
         return None  # the root directory "./" itself
     base = path.rsplit("/", 1)[-1]
     parent = path[: -len(base)].rstrip("/")
-    common = dict(mode=info.mode & 0o7777, uid=info.uid, gid=info.gid)
+    common = dict(mode=info.mode & 0o7777, uid=info.uid, gid=info.gid, mtime=int(info.mtime))
 
     if base == OPAQUE_MARKER:
         if not parent:
@@ -138,10 +140,12 @@ def _entry(info: tarfile.TarInfo, image: str, seen_files: set[str]) -> LayerEntr
         if norm is None or norm not in seen_files:
             raise _refuse(image, raw, f"is a hardlink to {target!r}, which is not a file earlier in the layer")
         return LayerEntry(path=path, kind="hardlink", size=0, linkname=norm, offset=0, **common)
-    if info.ischr() or info.isblk() or info.isfifo():
+    if info.isfifo():
+        return LayerEntry(path=path, kind="fifo", size=0, linkname="", offset=0, **common)
+    if info.ischr() or info.isblk():
         if path in LINUXKIT_DROPPED:
             return None
-        kind = "character device" if info.ischr() else "block device" if info.isblk() else "fifo"
-        raise _refuse(image, raw, f"is a {kind}; LinuxKit images may not contain special files "
-                                  "(create device nodes at boot, e.g. devtmpfs)")
+        kind = "character device" if info.ischr() else "block device"
+        raise _refuse(image, raw, f"is a {kind}; LinuxKit images may not contain device nodes "
+                                  "(create them at boot, e.g. devtmpfs)")
     raise _refuse(image, raw, f"has unsupported tar type {info.type!r}")

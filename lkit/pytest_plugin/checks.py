@@ -147,7 +147,8 @@ def expected_capabilities(group: Group) -> dict[str, dict[str, set[str]]]:
     out = {}
     for entry in group.suite.spec.services:
         image = store.resolve(entry.image)
-        bundle = ociconfig.generate(entry, ociconfig.ImageInfo(ref=image.ref, config=image.config.get("config") or {}), idmap)
+        bundle = ociconfig.generate(entry, ociconfig.ImageInfo(ref=image.ref, config=image.config.get("config") or {}), idmap,
+                                    volumes={v.name: v for v in group.suite.spec.volumes})
         caps = bundle.config.get("process", {}).get("capabilities", {}) or {}
         out[entry.name] = {s: set(caps.get(s) or []) for s in CAP_SETS}
     return out

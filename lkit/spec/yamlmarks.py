@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +36,23 @@ MAX_DEPTH = 64
 MAX_ALIAS_NODES = 10_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-# libyaml when present (same nodes and marks, several times faster); pure Python otherwise.
-_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_YAML12_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml when present (same nodes and marks, several times faster), with YAML 1.2 booleans.
+
+    LinuxKit reads specs with Go's yaml.v3 (YAML 1.2): only true/false are booleans, and `yes`, `no`,
+    `on`, `off` stay strings, which its schema then refuses where it wants a boolean. PyYAML's YAML
+    1.1 rules would quietly take `readonly: yes` as true, so they are narrowed here."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL_TAG, _YAML12_BOOL, list("tTfF"))
 
 
 @dataclass
@@ -119,7 +135,11 @@ class Node:
 
     def as_bool(self) -> bool:
         if not isinstance(self.value, bool):
-            raise self.error(f"expected true or false, got {describe(self.value)}")
+            hint = None
+            if isinstance(self.value, str) and self.value.lower() in ("yes", "no", "on", "off", "y", "n"):
+                hint = (f"write true or false: {self.value!r} is a string in YAML 1.2, which LinuxKit reads "
+                        "(YAML 1.1 took it as a boolean)")
+            raise self.error(f"expected true or false, got {describe(self.value)}", hint=hint)
         return self.value
 
     def as_int(self) -> int:

@@ -19,23 +19,29 @@ def sample_tree() -> Tree:
     return tree
 
 
-def test_initrd_is_deterministic_and_chunked_archives_unpack(tmp_path):
+def test_initrd_is_deterministic_one_gzip_member_one_archive(tmp_path):
     a, b = io.BytesIO(), io.BytesIO()
-    write_initrd(sample_tree(), a, chunk_bytes=1000)
+    write_initrd(sample_tree(), a, chunk_bytes=1000)  # several deflate pieces, compressed in parallel
     write_initrd(sample_tree(), b, chunk_bytes=1000)
     assert a.getvalue() == b.getvalue()
-    # Several gzip members, each a complete cpio archive (the kernel insists on that).
-    members, data = [], a.getvalue()
-    while data:
-        d = zlib.decompressobj(31)
-        members.append(d.decompress(data))
-        data = d.unused_data
-    assert len(members) > 1
-    names = []
-    for member in members:
-        assert member.rstrip(b"\0").endswith(b"TRAILER!!!\0") or b"TRAILER!!!" in member[-140:]
-        names += subprocess.run(["cpio", "-it", "--quiet"], input=member, capture_output=True, check=True).stdout.split()
+    # One gzip member (so `gzip -l` and `file` see all of it) holding one cpio archive.
+    d = zlib.decompressobj(31)
+    member = d.decompress(a.getvalue())
+    assert d.eof and d.unused_data == b""
+    assert member.count(b"TRAILER!!!") == 1
+    path = tmp_path / "initrd.img"
+    path.write_bytes(a.getvalue())
+    listed = subprocess.run(["gzip", "-l", str(path)], capture_output=True, text=True, check=True).stdout.split()
+    assert int(listed[5]) == len(member)  # the trailer's size is the whole archive's
+    names = subprocess.run(["cpio", "-it", "--quiet"], input=member, capture_output=True, check=True).stdout.split()
     assert names == [b"big", b"bin", b"bin/sh", b"bin/tool", b"etc", b"etc/hostname"]
+
+
+def test_crc32_combine_matches_zlib():
+    from lkit.build.archive import crc32_combine
+
+    for left, right in ((b"", b"x"), (b"abc", b""), (b"a" * 1000, b"b" * 77), (bytes(range(256)) * 9, b"\0" * 4097)):
+        assert crc32_combine(zlib.crc32(left), zlib.crc32(right), len(right)) == zlib.crc32(left + right)
 
 
 def test_cpio_contents_round_trip(tmp_path):

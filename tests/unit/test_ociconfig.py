@@ -51,7 +51,7 @@ def test_seed_nginx_five_capabilities_in_every_set(seed):
     for key in ("bounding", "inheritable", "permitted"):
         assert caps[key] == sorted(NGINX_CAPS)
     assert "ambient" not in caps
-    assert config["linux"]["namespaces"] == [{"type": "pid"}, {"type": "mount"}, {"type": "cgroup"}]
+    assert config["linux"]["namespaces"] == [{"type": "pid"}, {"type": "mount"}]
     assert config["root"] == {"path": "rootfs"} and seed["nginx"].readonly is False
     assert config["process"]["args"] == ["/bin/nginx"] and config["process"]["cwd"] == "/"
     assert config["process"]["user"] == {"uid": 0, "gid": 0}
@@ -73,7 +73,7 @@ def test_seed_rngd_oom_and_readonly_root(seed):
 
 def test_seed_sysctl_host_namespaces(seed):
     config = seed["sysctl"].config
-    assert config["linux"]["namespaces"] == [{"type": "mount"}, {"type": "cgroup"}]
+    assert config["linux"]["namespaces"] == [{"type": "mount"}]
     assert config["process"]["capabilities"]["bounding"] == ["CAP_SYS_ADMIN"]
     assert config["root"]["readonly"] is True
 
@@ -87,7 +87,7 @@ def test_seed_dhcpcd_binds_and_command(seed):
                               "options": ["rw", "rbind", "rshared"]}
     assert [m["destination"] for m in config["mounts"]] == sorted(DEFAULT_MOUNT_DESTS + ["/etc", "/var"])
     assert config["process"]["args"] == ["/sbin/dhcpcd", "--nobackground", "-f", "/dhcpcd.conf", "-1"]
-    assert config["linux"]["namespaces"] == [{"type": "pid"}, {"type": "mount"}, {"type": "cgroup"}]
+    assert config["linux"]["namespaces"] == [{"type": "pid"}, {"type": "mount"}]
     assert config["process"]["capabilities"]["effective"] == ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
     runtime = seed["dhcpcd"].runtime
     assert [m.get("type") for m in runtime["mounts"]] == ["tmpfs", None, "overlay"]
@@ -108,7 +108,7 @@ def test_seed_runtime_shape_and_json(seed):
     assert list(runtime) == ["cgroups", "mounts", "mkdir", "interfaces", "bindNS", "namespace"]
     assert runtime["bindNS"] == dict.fromkeys(("cgroup", "ipc", "mnt", "net", "pid", "user", "uts"), "")
     text = seed["nginx"].config_json()
-    assert json.loads(text) == seed["nginx"].config and text.endswith(b"\n")
+    assert json.loads(text) == seed["nginx"].config and not text.endswith(b"\n")  # Go's MarshalIndent
     assert list(seed["nginx"].config) == ["ociVersion", "process", "root", "mounts", "linux"]
 
 
@@ -165,7 +165,7 @@ def test_namespaces_new_none_and_paths():
     ns = one("    net: none\n    ipc: new\n    uts: /proc/1/ns/uts\n    pid: host\n    userns: new\n"
              ).config["linux"]["namespaces"]
     assert ns == [{"type": "network"}, {"type": "ipc"}, {"type": "uts", "path": "/proc/1/ns/uts"},
-                  {"type": "user"}, {"type": "mount"}, {"type": "cgroup"}]
+                  {"type": "user"}, {"type": "mount"}]
     assert one("    pid: /proc/1/ns/pid\n").config["linux"]["namespaces"][0] == {
         "type": "pid", "path": "/proc/1/ns/pid"}
 
@@ -300,12 +300,28 @@ def test_capability_sets_property(listed, ambient, label_caps):
         spec_fields += f"    ambient: {json.dumps(ambient)}\n"
     caps = one(spec_fields, image(label={"capabilities": label_caps} if label_caps else None)
                ).config["process"]["capabilities"]
-    chosen = list(dict.fromkeys(listed or label_caps))
+    chosen = list(listed or label_caps)  # duplicates kept, as LinuxKit writes them
     assert caps.get("effective", []) == chosen
     union = sorted(set(chosen) | set(ambient))
     for key in ("bounding", "permitted", "inheritable"):
         assert caps.get(key, []) == union
-    assert caps.get("ambient", []) == list(dict.fromkeys(ambient))
+    assert caps.get("ambient", []) == list(ambient)
+
+
+def test_capabilities_add_keeps_a_label_duplicate_like_linuxkit():
+    """LinuxKit's mergeStrings never fills its `seen` map: a cap in the label and in capabilities.add
+    appears twice in the effective set (and once in the sorted sets)."""
+    caps = one("    capabilities.add: [CAP_NET_RAW, CAP_CHOWN]\n",
+               image(label={"capabilities": ["CAP_CHOWN"]})).config["process"]["capabilities"]
+    assert caps["effective"] == ["CAP_CHOWN", "CAP_NET_RAW", "CAP_CHOWN"]
+    assert caps["bounding"] == ["CAP_CHOWN", "CAP_NET_RAW"]
+
+
+def test_bundle_json_is_go_encoding():
+    config = one("    env: [\"A=<b>&c\", \"B=é\"]\n    sysctl: {z.b: \"1\", a.b: \"2\"}\n", image())
+    text = config.config_json()
+    assert b'"A=\\u003cb\\u003e\\u0026c"' in text and '"B=é"'.encode() in text
+    assert text.index(b'"a.b"') < text.index(b'"z.b"') and not text.endswith(b"\n")
 
 
 def test_idmap_resolve_for_files():

@@ -22,8 +22,9 @@ class BootFiles:
     """The built pieces every format is made from."""
 
     name: str                 # spec file name without .yml: outputs are NAME-kernel, NAME.iso, ...
-    kernel: Path              # the kernel image (bzImage)
-    initrd: Path              # gzip-compressed newc cpio of the whole root filesystem (ucode prepended)
+    kernel: Path              # the kernel image (bzImage); a placeholder for a spec without a kernel, which
+    initrd: Path              # only formats with needs_kernel=False are given. initrd: gzip newc cpio of the
+                              # whole root filesystem but boot/ (ucode prepended)
     cmdline: str              # kernel command line from the spec
     rootfs_tar: Callable[[], Path]  # uncompressed tar of the root filesystem, made on first call
     workdir: Path             # scratch directory, private to this build, removed afterwards
@@ -35,6 +36,7 @@ class OutputFormat:
     filenames: Callable[[str], list[str]]       # NAME -> the file names this format writes
     write: Callable[[BootFiles, Path], list[Path]]  # (files, outdir) -> written paths
     efi: bool = False                           # boots with UEFI firmware
+    needs_kernel: bool = True                   # False: also built for a spec with no `kernel:` (tar)
 
 
 # format name -> module defining FORMAT

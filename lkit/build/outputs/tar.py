@@ -16,4 +16,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [copy_into(files.rootfs_tar(), outdir, filenames(files.name)[0])]
 
 
-FORMAT = OutputFormat(name="tar", filenames=filenames, write=write)
+FORMAT = OutputFormat(name="tar", filenames=filenames, write=write, needs_kernel=False)
