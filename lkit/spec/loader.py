@@ -190,7 +190,7 @@ def _parse_volume(node: Node) -> Volume:
         raise fields["name"].error(f"invalid volume name {name!r}",
                                    hint="lower-case letters, digits, '-' and '_' only")
     image = schema.image_ref(fields["image"]) if "image" in fields else None
-    fmt = fields["format"].as_str() if "format" in fields else "oci"
+    fmt = fields["format"].as_str() if "format" in fields else "filesystem"  # LinuxKit: "" is filesystem
     if fmt not in VOLUME_FORMATS:
         raise fields["format"].error(f"invalid volume format {fmt!r}", hint="allowed: " + ", ".join(VOLUME_FORMATS))
     return Volume(name=name, image=image,

@@ -192,7 +192,7 @@ def test_volumes(full):
     data, scratch = spec.volumes
     assert (data.name, data.image, data.readonly, data.format, data.platforms) == (
         "data", "alpine:3.19", True, "filesystem", ["linux/amd64"])
-    assert (scratch.image, scratch.readonly, scratch.format, scratch.platforms) == (None, False, "oci", [])
+    assert (scratch.image, scratch.readonly, scratch.format, scratch.platforms) == (None, False, "filesystem", [])
 
 
 def test_outputs_trust_notice_and_images(full):
