@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lkit.build import gojson
+from lkit.build import gojson, ociconfig
 from lkit.images import refs
 from lkit.spec.model import FileEntry, ImageEntry, Spec, Volume
 
@@ -79,6 +79,9 @@ def _image(entry: ImageEntry, json: bool) -> dict[str, Any]:
             value = [_mount(m, json) for m in value]
         elif key == "runtime":
             value = _runtime(value, json)
+        elif key in ("uidMappings", "gidMappings"):
+            value = [ociconfig.idmapping(m) if json else
+                     {k.lower(): v for k, v in ociconfig.idmapping(m).items()} for m in value]
         out[key] = value
     return out
 
@@ -115,9 +118,9 @@ def _runtime(runtime: dict[str, Any], json: bool) -> dict[str, Any]:
 
 
 def _file(entry: FileEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": entry.path, "directory": entry.directory}
+    out: dict[str, Any] = {"path": entry.written_path or entry.path, "directory": entry.directory}
     for key in ("symlink", "contents", "source", "metadata"):
-        value = getattr(entry, key)
+        value = entry.written_source if key == "source" and entry.written_source is not None else getattr(entry, key)
         if value is not None and (value != "" or key == "contents"):
             out[key] = value
     out["optional"] = entry.optional

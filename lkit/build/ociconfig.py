@@ -405,8 +405,11 @@ def _mounts(ctx: _Ctx, readonly: bool) -> list[dict[str, Any]]:
     return [mounts[dest] for dest in sorted(mounts)]
 
 
-def _idmapping(value: dict[str, int]) -> dict[str, int]:
-    return {"containerID": value.get("containerID", 0), "hostID": value.get("hostID", 0),
+def idmapping(value: dict[str, int]) -> dict[str, int]:
+    """runtime-spec's LinuxIDMapping as LinuxKit fills it: yaml.v3 matches the lower-cased field names
+    (`containerid`, `hostid`), which its schema does not allow, so `containerID` and `hostID` as
+    written are dropped and come out 0; only `size` gets through."""
+    return {"containerID": value.get("containerid", 0), "hostID": value.get("hostid", 0),
             "size": value.get("size", 0)}
 
 
@@ -492,7 +495,7 @@ def _linux(ctx: _Ctx) -> dict[str, Any]:
     for key in ("uidMappings", "gidMappings"):
         mappings = ctx.pick(key, [])
         if mappings:
-            linux[key] = [_idmapping(m) for m in mappings]
+            linux[key] = [idmapping(m) for m in mappings]
     sysctl = ctx.pick("sysctl", {})
     if sysctl:
         linux["sysctl"] = gojson.sorted_map(dict(sysctl))

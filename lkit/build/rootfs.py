@@ -35,8 +35,8 @@ RESOLV_CONF = b"\n# no resolv.conf configured\n"
 RESOLV_SYMLINK = "/run/resolvconf/resolv.conf"
 SKELETON_DIRS = ("dev", "dev/pts", "dev/shm", "etc", "proc", "sys")
 APK_DB = "lib/apk/db/installed"
-# Go's zero time, which LinuxKit's merged apk database gets (its header sets no ModTime).
-GO_ZERO_MTIME = -62135596800
+# LinuxKit's merged apk database header sets no ModTime: Go's tar writes its zero time as 0.
+APK_DB_MTIME = 0
 
 # Files of the kernel image that go to boot/; the initrd leaves out everything under boot/.
 BOOT_DIR = "boot"
@@ -95,6 +95,11 @@ def _apply_layer_tar(tree: Tree, tar_path: Path, image_ref: str, base: Node, bas
                 tree.add_symlink(path, entry.linkname, entry.uid, entry.gid, base=base, where=where, mode=entry.mode,
                                  mtime=entry.mtime)
             elif entry.kind == "hardlink":
+                linked = tree.lookup(entry.linkname, base)
+                if linked is None or linked.kind not in ("file", "hardlink"):
+                    raise ImageError(f"layer entry {entry.path!r} is a hardlink to {entry.linkname!r}, which the image "
+                                     "does not have as a regular file", where=where,
+                                     hint="the image is unsafe to use; rebuild it from trusted sources")
                 target = posixpath.join(base_path, entry.linkname) if base_path else entry.linkname
                 tree.add_node(path, Node("hardlink", entry.mode, entry.uid, entry.gid, target=target, mtime=entry.mtime),
                               base=base, where=where)
@@ -182,7 +187,7 @@ class Assembler:
         if len(apk_dbs) > 1:
             # LinuxKit's apkTarWriter: several init images' apk databases are joined, not overwritten.
             joined = b"".join(b"".join(db.chunks()) + b"\n\n" for db in apk_dbs)
-            self.tree.add_file(APK_DB, joined, 0o644, mtime=GO_ZERO_MTIME)
+            self.tree.add_file(APK_DB, joined, 0o644, mtime=APK_DB_MTIME)
         for volume in self.spec.volumes:
             self._volume(volume)
         for section in ("onboot", "onshutdown", "services"):

@@ -2,7 +2,8 @@
 
 The builder never extracts a layer onto the host; it records where each file's bytes live (`offset`)
 and copies ranges later. So the checks that matter are on names and link targets: nothing may escape
-the image root, hardlinks must point at a regular file seen earlier in the same layer, and device
+the image root, hardlinks must point at a regular file (of this layer or a lower one: the assembler
+checks that it exists), and device
 nodes have no place in a LinuxKit image except the few LinuxKit itself drops. A fifo is harmless
 and LinuxKit takes it, so lkit does too.
 Symlink targets are kept verbatim: absolute targets are normal in images and are resolved by the
@@ -66,16 +67,16 @@ def _check_name(name: str) -> None:
 
 def iter_layer(tar_path: Path, image: str) -> Iterator[LayerEntry]:
     """Yield the entries of the uncompressed layer `tar_path` of `image`, refusing hostile ones."""
-    seen_files: set[str] = set()
+    seen_other: set[str] = set()  # paths of this layer that a hard link may not name (dirs, fifos...)
     try:
         with tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape") as tf:
             for info in tf:
-                entry = _entry(info, image, seen_files)
+                entry = _entry(info, image, seen_other)
                 if entry is not None:
-                    if entry.kind in ("file", "hardlink", "symlink"):
-                        seen_files.add(entry.path)
+                    if entry.kind in ("file", "hardlink"):
+                        seen_other.discard(entry.path)
                     else:
-                        seen_files.discard(entry.path)
+                        seen_other.add(entry.path)
                     yield entry
                 tf.members = []  # stream: do not keep every TarInfo in memory
     except tarfile.TarError as exc:
@@ -90,7 +91,7 @@ def _refuse(image: str, raw: str, why: str) -> ImageError:
                       hint="the image is unsafe to use; rebuild it from trusted sources")
 
 
-def _entry(info: tarfile.TarInfo, image: str, seen_files: set[str]) -> LayerEntry | None:
+def _entry(info: tarfile.TarInfo, image: str, seen_other: set[str]) -> LayerEntry | None:
     raw = info.name
     try:
         _check_name(raw)
@@ -137,8 +138,8 @@ def _entry(info: tarfile.TarInfo, image: str, seen_files: set[str]) -> LayerEntr
             norm = normalise_path(target)
         except ValueError as why:
             raise _refuse(image, raw, f"is a hardlink whose target {target!r} {why}") from None
-        if norm is None or norm not in seen_files:
-            raise _refuse(image, raw, f"is a hardlink to {target!r}, which is not a file earlier in the layer")
+        if norm is None or norm in seen_other:
+            raise _refuse(image, raw, f"is a hardlink to {target!r}, which is not a regular file")
         return LayerEntry(path=path, kind="hardlink", size=0, linkname=norm, offset=0, **common)
     if info.isfifo():
         return LayerEntry(path=path, kind="fifo", size=0, linkname="", offset=0, **common)

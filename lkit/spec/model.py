@@ -56,6 +56,8 @@ class FileEntry:
     uid: int | str = 0
     gid: int | str = 0
     where: Where | None = None
+    written_path: str = ""  # path and source as the YAML gave them (LinuxKit's metadata files show them so)
+    written_source: str | None = None
 
     @property
     def effective_mode(self) -> int:

@@ -23,10 +23,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lkit.images.oci import add_image
-from lkit.images.store import Store
+from lkit.images.oci import add_image, canonical_json
+from lkit.images.store import OCI_INDEX, OCI_MANIFEST, Descriptor, Store
 
-T0 = 1600000000  # base mtime; each image/layer adds its own offset
+T0 = 1600000000
+INDEX_REF = "lkitconf/volume-index:1"  # an OCI image index over lkitconf/volume:1  # base mtime; each image/layer adds its own offset
 
 
 @dataclass
@@ -132,8 +133,7 @@ def init_images() -> list[Img]:
         E("bin/", "dir"),
         E("bin/busybox", data=noise("busybox", 300), mode=0o755),
         E("dev/", "dir", mode=0o750),
-        E("dev/console", "char", mode=0o600, major=5, minor=1),
-        E("dev/null", "char", mode=0o666, major=1, minor=3),
+        E("dev/console", "char", mode=0o600, major=5, minor=1),  # dropped by both (LinuxKit's exclude list)
         E("etc/", "dir", mode=0o750),
         E("etc/hostname", data=b"init-a\n"),
         E("etc/hosts", data=b"10.0.0.1 init-a\n", mode=0o600),
@@ -181,7 +181,6 @@ def _base_layers(with_etc: bool, seed: str) -> list[list[E]]:
         E("bin/sgid", data=b"sgid\n", mode=0o2711, gid=42),
         E("bin/sh-hard", "link", link="bin/sh"),
         E("dev/", "dir"),
-        E("dev/null", "char", mode=0o666, major=1, minor=3),
         E("dev/shm/", "dir", mode=0o1777),
         E("opt/", "dir"),
         E("opt/app/", "dir", mode=0o750, uid=1000, gid=1000),
@@ -281,6 +280,14 @@ MOBY_LABEL = {
 }
 
 
+# A small label with no container names in it, usable in any spec.
+CAPS_LABEL = {
+    "capabilities": ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"],
+    "binds": ["/var/run:/var/run"],
+    "readonly": True,
+}
+
+
 def other_images() -> list[Img]:
     labelled = _mt(T0 + 3000, [
         E("bin/", "dir"),
@@ -294,6 +301,10 @@ def other_images() -> list[Img]:
         E("srv/", "dir"),
         E("srv/app/", "dir"),
         E("srv/app/données.txt", data="non-ASCII name é\n".encode()),
+    ])
+    caps = _mt(T0 + 3300, [
+        E("bin/", "dir"),
+        E("bin/caps", data=noise("caps", 64), mode=0o755),
     ])
     volume = _mt(T0 + 3200, [
         E("data/", "dir", mode=0o770, uid=33, gid=33),
@@ -316,7 +327,14 @@ def other_images() -> list[Img]:
             "WorkingDir": "/srv/app",
             "User": "1000:1000",
             "Labels": {"org.example.note": "a <label> & more"}}),
+        Img("lkitconf/caps:1", [caps], {
+            "Cmd": ["/bin/caps"],
+            "Labels": {"org.mobyproject.config": json.dumps(CAPS_LABEL)}}),
         Img("lkitconf/volume:1", [volume], {}),
+        # A device node: LinuxKit unpacks it; lkit refuses it (nodes are made at boot, never by a layer).
+        Img("lkitconf/devnode:1", [_mt(T0 + 3400, [E("dev/", "dir"), E("dev/null", "char", mode=0o666, major=1, minor=3),
+                                                   E("bin/", "dir"), E("bin/x", data=b"x\n", mode=0o755)])],
+            {"Cmd": ["/bin/x"]}),
     ]
 
 
@@ -336,11 +354,19 @@ def install(store: Store) -> dict[str, str]:
                 paths.append(p)
             image = add_image(store, img.ref, paths, config=img.config, platform="linux/amd64")
             out[img.ref] = image.digest
+    # An OCI index over the volume image: LinuxKit's `format: oci` volumes need an index.
+    size = store.blob_path(out["lkitconf/volume:1"]).stat().st_size
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": out["lkitconf/volume:1"], "size": size,
+         "platform": {"architecture": "amd64", "os": "linux"}}]}
+    digest, size = store.put_blob(canonical_json(index))
+    store.tag(INDEX_REF, Descriptor(OCI_INDEX, digest, size))
+    out[INDEX_REF] = digest
     return out
 
 
 def refs() -> list[str]:
-    return [img.ref for img in all_images()]
+    return [img.ref for img in all_images()] + [INDEX_REF]
 
 
 def main(argv: list[str] | None = None) -> int:

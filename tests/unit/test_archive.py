@@ -64,3 +64,34 @@ def test_tar_has_fixed_times_and_owners(tmp_path):
     assert members["big"].uid == 100 and members["big"].gid == 101
     assert {m.mtime for m in members.values()} == {1492533000}
     assert members["bin/sh"].issym() and members["bin/sh"].linkname == "busybox"
+
+
+def test_hard_links_fifos_and_mtimes_as_linuxkit_writes_them(tmp_path):
+    """A hard link stays one in the tar (after its target) and is a relative symlink in the cpio, as
+    LinuxKit's initrd writer makes it; fifos are kept; each entry keeps its own mtime."""
+    from lkit.build.tree import Node
+
+    tree = Tree()
+    tree.add_file("a/z-target", b"data", 0o755, mtime=1600000000)
+    tree.add_node("a/b/link", Node("hardlink", 0o755, target="a/z-target", mtime=1600000001))
+    tree.add_node("run/pipe", Node("fifo", 0o600, mtime=1600000002))
+    buf = io.BytesIO()
+    write_tar(tree, buf)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+        order = [m.name for m in tf.getmembers()]
+    assert members["a/b/link"].islnk() and members["a/b/link"].linkname == "a/z-target"
+    assert order.index("a/b/link") > order.index("a/z-target")
+    assert members["run/pipe"].isfifo() and members["a/z-target"].mtime == 1600000000
+    out = io.BytesIO()
+    write_cpio(tree, out)
+    root = tmp_path / "x"
+    root.mkdir()
+    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=out.getvalue(), cwd=root, check=True)
+    assert (root / "a/b/link").readlink().as_posix() == "../z-target"
+    assert (root / "a/b/link").read_bytes() == b"data"
+    assert (root / "a/z-target").stat().st_mtime == 1600000000
+    import stat as st
+
+    assert st.S_ISFIFO((root / "run/pipe").lstat().st_mode)

@@ -214,7 +214,8 @@ def test_process_and_linux_fields():
     assert b.config["hostname"] == "h" and b.config["annotations"] == {"k": "v"}
     assert linux["rootfsPropagation"] == "rslave" and linux["cgroupsPath"] == "/p"
     assert linux["maskedPaths"] == ["/proc/kcore"] and linux["readonlyPaths"] == ["/proc/sys"]
-    assert linux["uidMappings"] == [{"containerID": 0, "hostID": 1000, "size": 10}]
+    # LinuxKit decodes the mapping with yaml.v3, which only knows `hostid`: hostID as written becomes 0.
+    assert linux["uidMappings"] == [{"containerID": 0, "hostID": 0, "size": 10}]
     assert linux["devices"] == [{"path": "/dev/kvm", "type": "c", "major": 10, "minor": 232, "fileMode": 0o660}]
     assert linux["resources"]["devices"] == [
         {"allow": True, "type": "c", "major": 10, "minor": 232, "access": "rwm"},
