@@ -16,11 +16,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lkit
+from lkit.build import gotar
 from lkit.build.archive import write_initrd, write_tar
 from lkit.build.outputs.base import BootFiles, get_format
 from lkit.build.rootfs import Assembler, Assembly, allowed_source
@@ -179,14 +181,14 @@ class _BootFilesMaker:
         """For formats that need no kernel (tar): no kernel or initrd is made."""
         missing = self.workdir / "no-kernel"
         return BootFiles(name=self.spec.name, kernel=missing, initrd=missing, cmdline="",
-                         rootfs_tar=self.rootfs_tar, workdir=self.workdir)
+                         rootfs_tar=self.rootfs_tar, linuxkit_tar=self.linuxkit_tar, workdir=self.workdir)
 
     def boot_files(self) -> BootFiles:
         kernel, initrd, cmdline = self.cached / "kernel", self.cached / "initrd.img", self.cached / "cmdline"
         if not (kernel.exists() and initrd.exists() and cmdline.exists()):
             self._write_boot_files()
         return BootFiles(name=self.spec.name, kernel=kernel, initrd=initrd, cmdline=cmdline.read_text(),
-                         rootfs_tar=self.rootfs_tar, workdir=self.workdir)
+                         rootfs_tar=self.rootfs_tar, linuxkit_tar=self.linuxkit_tar, workdir=self.workdir)
 
     def _write_boot_files(self) -> None:
         assembly = self.assembly()
@@ -211,13 +213,19 @@ class _BootFilesMaker:
             raise
 
     def rootfs_tar(self) -> Path:
-        """The whole root as a tar, with boot/kernel, boot/cmdline (LinuxKit's tar output)."""
-        path = self.workdir / "rootfs.tar"
+        """The whole root as a tar of its final state: one entry per path (for mksquashfs and tools)."""
+        return self._tar("rootfs.tar", lambda f: write_tar(self.assembly().tree, f))
+
+    def linuxkit_tar(self) -> Path:
+        """LinuxKit's `tar` output: its build stream, byte for byte (lkit.build.gotar)."""
+        return self._tar("linuxkit.tar", lambda f: gotar.write(self.assembly().stream, f))
+
+    def _tar(self, name: str, writer: Callable[[BinaryIO], None]) -> Path:
+        path = self.workdir / name
         if not path.exists():
-            assembly = self.assembly()
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:
-                write_tar(assembly.tree, f)
+                writer(f)
             os.replace(tmp, path)
         return path
 

@@ -1,12 +1,18 @@
-"""Assemble a spec's root filesystem the way LinuxKit does, as a Tree.
+"""Assemble a spec's root filesystem the way LinuxKit does: as a Tree, and as LinuxKit's tar stream.
 
 Order and rules are LinuxKit's (src/cmd/linuxkit/moby/build/build.go and image.go): the kernel
 (boot/kernel, boot/cmdline, boot/ucode.cpio and kernel.tar's files), the init images flattened into
 `/`, the volumes, the onboot, onshutdown and service bundles, the `files` entries, and last an SPDX
 SBOM. Every image, init and volumes included, goes through LinuxKit's image filter: some files are
 dropped, /etc/hosts and /etc/resolv.conf are replaced, and a skeleton (dev, dev/pts, dev/shm, etc,
-proc, sys, etc/mtab) is written over whatever the image had. Entries from layers keep their mtimes;
-what the builder makes gets LinuxKit's fixed time.
+proc, sys, etc/mtab) is written after whatever the image had. Images are flattened as LinuxKit's
+go-containerregistry does it (top layer first, whiteouts hide lower entries, opaque markers do not).
+
+Every entry goes two ways: into the Tree (the final state, with chroot-safe placement: what the
+initrd and the disk formats are made from) and into `stream`, the headers LinuxKit's builder writes
+in its order, duplicates and LINUXKIT.source/location records included (the `tar` output, written by
+`lkit.build.gotar` with Go's bytes). Entries from layers keep their mtimes; what the builder makes
+gets LinuxKit's fixed time.
 """
 
 from __future__ import annotations
@@ -15,31 +21,35 @@ import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
-from lkit.build import metadata, ociconfig, sbom
+from lkit.build import gotar, metadata, ociconfig, sbom
+from lkit.build.gotar import GoHeader
 from lkit.build.tree import DEFAULT_MTIME, Content, Node, Tree
 from lkit.errors import BuildError, ImageError, SpecError
 from lkit.images import refs
-from lkit.images.layers import iter_layer
+from lkit.images.layers import LayerEntry, iter_layer
 from lkit.images.store import Image, Store
 from lkit.spec.model import FileEntry, ImageEntry, Spec, Volume
 
 # LinuxKit's image filter (moby/build/image.go): paths dropped from every image, files replaced, and
-# the entries written after every image whatever it held.
+# the entries written after every image whatever it held (its `touch` table, in its sorted order).
 DROPPED = frozenset({".dockerenv", "Dockerfile", "dev/console", "dev/pts", "dev/shm", "etc/hostname"})
 HOSTS = (b"127.0.0.1       localhost\n::1     localhost ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\n"
          b"ff00::0 ip6-mcastprefix\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n")
 RESOLV_CONF = b"\n# no resolv.conf configured\n"
 # In the root (init images and volumes), /etc/resolv.conf is this symlink: somewhere writable.
 RESOLV_SYMLINK = "/run/resolvconf/resolv.conf"
-SKELETON_DIRS = ("dev", "dev/pts", "dev/shm", "etc", "proc", "sys")
+# The touch table's keys are "dev/", "etc/"...; flattened names never end in "/", so of these only
+# etc/mtab can be found in an image: the directories are always written again (mode 0755, root).
+SKELETON = ("dev", "dev/pts", "dev/shm", "etc", "etc/hosts", "etc/mtab", "etc/resolv.conf", "proc", "sys")
 APK_DB = "lib/apk/db/installed"
 # LinuxKit's merged apk database header sets no ModTime: Go's tar writes its zero time as 0.
 APK_DB_MTIME = 0
-
-# Files of the kernel image that go to boot/; the initrd leaves out everything under boot/.
 BOOT_DIR = "boot"
+_KIND_FLAG = {"dir": gotar.TYPE_DIR, "file": gotar.TYPE_REG, "symlink": gotar.TYPE_SYMLINK,
+              "hardlink": gotar.TYPE_LINK, "fifo": gotar.TYPE_FIFO}
 
 
 @dataclass
@@ -50,89 +60,90 @@ class KernelFiles:
 
 @dataclass
 class Assembly:
-    """The result of assembly: the tree and what the output writers need beside it."""
+    """The result of assembly: the tree, LinuxKit's stream of it, and what the output writers need."""
 
     tree: Tree
     kernel: KernelFiles | None
     cmdline: str
     images: dict[str, str] = field(default_factory=dict)  # image reference -> manifest digest
+    stream: list[GoHeader] = field(default_factory=list)
 
 
-@dataclass
-class _Applied:
-    """What applying one image's layers saw that LinuxKit's filter needs afterwards."""
-
-    apk_db: Content | None = None
-
-
-def _apply_layers(tree: Tree, store: Store, image: Image, base: Node, base_path: str, *, filtered: bool) -> _Applied:
-    seen = _Applied()
-    for layer, diff_id in zip(image.layers, image.diff_ids):
-        tar_path = store.uncompressed_layer(layer, diff_id)
-        _apply_layer_tar(tree, tar_path, image.ref, base, base_path, filtered=filtered, seen=seen)
-    return seen
-
-
-def _apply_layer_tar(tree: Tree, tar_path: Path, image_ref: str, base: Node, base_path: str, *, filtered: bool,
-                     seen: _Applied | None = None) -> None:
-    """One layer into `base` (at `base_path` from the root). Whiteouts hide lower layers' entries;
-    an opaque marker does not (LinuxKit flattens images with go-containerregistry's mutate.Extract,
-    which treats `.wh..wh..opq` as the whiteout of a file of that name)."""
-    for entry in iter_layer(tar_path, image_ref):
-        path = entry.path
-        if filtered and path in DROPPED:
-            continue
-        where = f"{image_ref}: {entry.path}"
-        try:
-            if entry.kind == "dir":
-                tree.add_dir(path, entry.mode, entry.uid, entry.gid, base=base, where=where, mtime=entry.mtime)
-            elif entry.kind == "file":
-                content = Content(source=tar_path, offset=entry.offset, size=entry.size)
-                tree.add_file(path, content, entry.mode, entry.uid, entry.gid, base=base, where=where, mtime=entry.mtime)
-                if seen is not None and path == APK_DB:
-                    seen.apk_db = content
-            elif entry.kind == "symlink":
-                tree.add_symlink(path, entry.linkname, entry.uid, entry.gid, base=base, where=where, mode=entry.mode,
-                                 mtime=entry.mtime)
-            elif entry.kind == "hardlink":
-                linked = tree.lookup(entry.linkname, base)
-                if linked is None or linked.kind not in ("file", "hardlink"):
-                    raise ImageError(f"layer entry {entry.path!r} is a hardlink to {entry.linkname!r}, which the image "
-                                     "does not have as a regular file", where=where,
-                                     hint="the image is unsafe to use; rebuild it from trusted sources")
-                target = posixpath.join(base_path, entry.linkname) if base_path else entry.linkname
-                tree.add_node(path, Node("hardlink", entry.mode, entry.uid, entry.gid, target=target, mtime=entry.mtime),
-                              base=base, where=where)
-            elif entry.kind == "fifo":
-                tree.add_node(path, Node("fifo", entry.mode, entry.uid, entry.gid, mtime=entry.mtime), base=base, where=where)
-            elif entry.kind == "whiteout":
-                tree.remove(path, base=base)
-                if seen is not None and path == APK_DB:
-                    seen.apk_db = None
-        except BuildError as exc:
-            raise ImageError(exc.message, where=where, hint=exc.hint) from None
+def flatten(store: Store, image: Image) -> list[tuple[LayerEntry, Path]]:
+    """An image's files as go-containerregistry's mutate.Extract gives them to LinuxKit: top layer
+    first; a path already seen in an upper layer, or under a whited-out or non-directory path, is
+    skipped; whiteouts are not emitted, and an opaque marker only hides a file of its own name."""
+    seen: dict[str, bool] = {}  # path -> hides what is below it
+    out: list[tuple[LayerEntry, Path]] = []
+    tars = [store.uncompressed_layer(layer, diff_id) for layer, diff_id in zip(image.layers, image.diff_ids)]
+    for tar_path in reversed(tars):
+        for entry in iter_layer(tar_path, image.ref, root=True):
+            tombstone = entry.kind in ("whiteout", "opaque")
+            key = posixpath.join(entry.path, ".wh..opq") if entry.kind == "opaque" else entry.path
+            if key in seen or _in_whiteout_dir(seen, key):
+                continue
+            seen[key] = tombstone or entry.kind != "dir"
+            if not tombstone:
+                out.append((entry, tar_path))
+    return out
 
 
-def _skeleton(tree: Tree, base: Node, *, resolv_symlink: bool) -> None:
-    """What LinuxKit's filter writes after every image: the skeleton dirs (over the image's own, with
-    LinuxKit's mode and time), its /etc/hosts, /etc/resolv.conf (a file in containers, a symlink to
-    a writable place in the root), and /etc/mtab unless the image has one (then only its time)."""
-    for d in SKELETON_DIRS:
-        tree.add_dir(d, 0o755, base=base)
-    tree.add_file("etc/hosts", HOSTS, 0o644, base=base)
-    mtab = tree.lookup("etc/mtab", base)
-    if mtab is not None:
-        mtab.mtime = DEFAULT_MTIME
-    else:
-        tree.add_symlink("etc/mtab", "/proc/mounts", base=base, mode=0o755)
-    if resolv_symlink:
-        tree.add_symlink("etc/resolv.conf", RESOLV_SYMLINK, base=base, mode=0o644)
-    else:
-        tree.add_file("etc/resolv.conf", RESOLV_CONF, 0o644, base=base)
+def _in_whiteout_dir(seen: dict[str, bool], path: str) -> bool:
+    while True:
+        parent = posixpath.dirname(path) or "."
+        if parent == path:
+            return False
+        if seen.get(parent):
+            return True
+        path = parent
+
+
+class _Emitter:
+    """Writes each entry to the Tree (inside a chroot `base`) and to LinuxKit's stream (by full name)."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.stream: list[GoHeader] = []
+
+    def emit(self, name: str, node: Node, *, pax: dict[str, str], base: Node | None = None, rel: str | None = None,
+             where: str = "", header: GoHeader | None = None) -> None:
+        """`name`: the stream's name; `rel`: the tree path inside `base` (default: `name` from the root)."""
+        rel = name if rel is None else rel
+        path = rel.strip("/")
+        if path in ("", "."):
+            if node.kind == "dir":
+                target = base or self.tree.root
+                target.mode, target.uid, target.gid, target.mtime = node.mode, node.uid, node.gid, node.mtime
+        else:
+            self.tree.add_node(path, node, base=base, where=where)
+        if header is None:
+            header = GoHeader(name=name, typeflag=_KIND_FLAG[node.kind], mode=node.mode, uid=node.uid, gid=node.gid,
+                              mtime=node.mtime, linkname=node.target)
+        if node.kind == "file" and node.content is not None:
+            header.size, header.content = node.content.length, node.content
+        header.pax = {**header.pax, **pax}
+        self.stream.append(header)
+
+    def prefix_dirs(self, path: str, pax: dict[str, str]) -> None:
+        """LinuxKit's tarPrefix: a 0755 directory for every component of `path` (given with a final /)."""
+        parts = path.rstrip("/").split("/")
+        for n in range(1, len(parts) + 1):
+            self.emit("/".join(parts[:n]), Node("dir", 0o755, 0, 0), pax=pax)
+
+
+def _records(source: str, location: str) -> dict[str, str]:
+    return {"LINUXKIT.source": source, "LINUXKIT.location": location}
+
+
+def _layer_header(entry: LayerEntry, name: str, linkname: str) -> GoHeader:
+    pax = dict(entry.pax)
+    mtime: int | Decimal = Decimal(pax["mtime"]) if "mtime" in pax else entry.mtime
+    return GoHeader(name=name, typeflag=_KIND_FLAG[entry.kind], mode=entry.mode, uid=entry.uid, gid=entry.gid,
+                    mtime=mtime, linkname=linkname, uname=entry.uname, gname=entry.gname, pax=pax)
 
 
 class Assembler:
-    """Builds the Tree for one spec from the images in `store`."""
+    """Builds the Tree and LinuxKit's stream for one spec from the images in `store`."""
 
     def __init__(self, spec: Spec, store: Store, *, resolve: Callable[[str], Image] | None = None,
                  with_sbom: bool = True) -> None:
@@ -141,6 +152,7 @@ class Assembler:
         self.resolve = resolve or store.resolve
         self.idmap = ociconfig.IdMap.from_spec(spec)
         self.tree = Tree()
+        self.out = _Emitter(self.tree)
         self.images: dict[str, str] = {}
         self.with_sbom = with_sbom
         self._unpacked: dict[str, str] = {}  # normalised image reference -> where its first bundle has it
@@ -153,24 +165,87 @@ class Assembler:
         self.images[ref] = image.digest
         return image
 
-    def _layers(self, image: Image, base_path: str, *, filtered: bool, where: object,
-                tree: Tree | None = None) -> _Applied:
-        """Apply an image's layers at `base_path`; an error names the spec entry (`where`) and the image."""
-        tree = tree or self.tree
-        base = tree.subtree(base_path) if base_path else tree.root
+    def _image_tar(self, image: Image, prefix: str, location: str, *, resolv_symlink: bool, where: object,
+                   apk: list[Content] | None = None) -> None:
+        """LinuxKit's ImageTar: the prefix directories, the filtered image, the skeleton."""
+        ref = refs.normalise(image.ref)
+        pax = _records(ref, location)
+        if prefix:
+            self.out.prefix_dirs(prefix, pax)
+        base_path = prefix.rstrip("/")
+        base = self.tree.subtree(base_path) if base_path else self.tree.root
+        found_mtab = False
+        hardlinks: list[LayerEntry] = []
         try:
-            return _apply_layers(tree, self.store, image, base, base_path, filtered=filtered)
-        except ImageError as exc:
+            for entry, tar_path in flatten(self.store, image):
+                if entry.path in DROPPED:
+                    continue
+                name = prefix + entry.path
+                header = _layer_header(entry, name, "")
+                if entry.path in ("etc/hosts", "etc/resolv.conf"):
+                    node = self._replaced(entry.path, header, resolv_symlink=resolv_symlink)
+                else:
+                    if entry.path == "etc/mtab":
+                        found_mtab = True
+                        header.mtime = DEFAULT_MTIME
+                    node = self._layer_node(entry, tar_path, base_path, header)
+                if entry.kind == "hardlink":
+                    hardlinks.append(entry)
+                if node.kind == "file" and entry.path == APK_DB and apk is not None:
+                    apk.append(node.content)  # type: ignore[arg-type]
+                self.out.emit(name, node, pax=pax, base=base, rel=entry.path, header=header,
+                              where=f"{image.ref}: {entry.path}")
+            for entry in hardlinks:  # a link may name a file of a lower layer, which comes later
+                linked = self.tree.lookup(entry.linkname, base)
+                if linked is None or linked.kind not in ("file", "hardlink"):
+                    raise ImageError(f"layer entry {entry.path!r} is a hardlink to {entry.linkname!r}, which the image "
+                                     "does not have as a regular file", where=f"{image.ref}: {entry.path}",
+                                     hint="the image is unsafe to use; rebuild it from trusted sources")
+        except BuildError as exc:
             detail = f"{exc.where}: {exc.message}" if exc.where else exc.message
             if image.ref not in detail:
                 detail = f"image {image.ref}: {detail}"
             raise ImageError(detail, where=str(where) if where else None, hint=exc.hint) from None
+        self._skeleton(prefix, base, pax, resolv_symlink=resolv_symlink, found_mtab=found_mtab)
 
-    def _prefix_dirs(self, path: str) -> None:
-        """LinuxKit's tarPrefix: every component of `path` as a 0755 directory of its own."""
-        parts = path.split("/")
-        for n in range(1, len(parts) + 1):
-            self.tree.add_dir("/".join(parts[:n]), 0o755)
+    @staticmethod
+    def _replaced(path: str, header: GoHeader, *, resolv_symlink: bool) -> Node:
+        """An image's own etc/hosts or etc/resolv.conf: LinuxKit keeps its header, replaces the rest."""
+        header.mtime = DEFAULT_MTIME
+        if path == "etc/resolv.conf" and resolv_symlink:
+            header.typeflag, header.linkname = gotar.TYPE_SYMLINK, RESOLV_SYMLINK
+            return Node("symlink", header.mode, header.uid, header.gid, target=RESOLV_SYMLINK)
+        header.typeflag = gotar.TYPE_REG
+        data = HOSTS if path == "etc/hosts" else RESOLV_CONF
+        return Node("file", header.mode, header.uid, header.gid, content=Content(data=data))
+
+    def _layer_node(self, entry: LayerEntry, tar_path: Path, base_path: str, header: GoHeader) -> Node:
+        if entry.kind == "file":
+            return Node("file", entry.mode, entry.uid, entry.gid, mtime=int(header.mtime),
+                        content=Content(source=tar_path, offset=entry.offset, size=entry.size))
+        if entry.kind == "hardlink":
+            target = posixpath.join(base_path, entry.linkname) if base_path else entry.linkname
+            header.linkname = target  # LinuxKit prefixes a hard link's target too
+            return Node("hardlink", entry.mode, entry.uid, entry.gid, target=target, mtime=int(header.mtime))
+        if entry.kind == "symlink":
+            header.linkname = entry.linkname
+            return Node("symlink", entry.mode, entry.uid, entry.gid, target=entry.linkname, mtime=int(header.mtime))
+        return Node(entry.kind, entry.mode, entry.uid, entry.gid, mtime=int(header.mtime))
+
+    def _skeleton(self, prefix: str, base: Node, pax: dict[str, str], *, resolv_symlink: bool, found_mtab: bool) -> None:
+        for path in SKELETON:
+            if path == "etc/mtab":
+                if found_mtab:
+                    continue
+                node = Node("symlink", 0o755, target="/proc/mounts")
+            elif path == "etc/hosts":
+                node = Node("file", 0o644, content=Content(data=HOSTS))
+            elif path == "etc/resolv.conf":
+                node = (Node("symlink", 0o644, target=RESOLV_SYMLINK) if resolv_symlink else
+                        Node("file", 0o644, content=Content(data=RESOLV_CONF)))
+            else:
+                node = Node("dir", 0o755)
+            self.out.emit(prefix + path, node, pax=pax, base=base, rel=path)
 
     def _init_where(self, ref: str) -> str:
         return f"{self.spec.sources[0]}: init {ref}" if self.spec.sources else f"init {ref}"
@@ -178,84 +253,112 @@ class Assembler:
     def assemble(self) -> Assembly:
         kernel = self._kernel()
         apk_dbs: list[Content] = []
-        for ref in self.spec.init:
+        for index, ref in enumerate(self.spec.init):
             image = self._image(ref, self._init_where(ref))
-            applied = self._layers(image, "", filtered=True, where=self._init_where(ref))
-            _skeleton(self.tree, self.tree.root, resolv_symlink=True)
-            if applied.apk_db is not None:
-                apk_dbs.append(applied.apk_db)
+            self._image_tar(image, "", f"init[{index}]", resolv_symlink=True, where=self._init_where(ref), apk=apk_dbs)
         if len(apk_dbs) > 1:
             # LinuxKit's apkTarWriter: several init images' apk databases are joined, not overwritten.
             joined = b"".join(b"".join(db.chunks()) + b"\n\n" for db in apk_dbs)
-            self.tree.add_file(APK_DB, joined, 0o644, mtime=APK_DB_MTIME)
-        for volume in self.spec.volumes:
-            self._volume(volume)
+            node = Node("file", 0o644, content=Content(data=joined), mtime=APK_DB_MTIME)
+            self.out.emit(APK_DB, node, pax=_records("LINUXKIT.apkinit", "init"),
+                          header=GoHeader(name=APK_DB, typeflag=gotar.TYPE_REG, mode=0o644, mtime=0, format_pax=False))
+        for index, volume in enumerate(self.spec.volumes):
+            self._volume(volume, index)
         for section in ("onboot", "onshutdown", "services"):
             for index, entry in enumerate(getattr(self.spec, section)):
-                self._bundle(entry, ociconfig.bundle_prefix(section, index, entry.name))
+                self._bundle(entry, ociconfig.bundle_prefix(section, index, entry.name), f"{section}[{index}]")
         added: set[str] = set()
-        for entry in self.spec.files:
-            self._file(entry, added)
+        for index, entry in enumerate(self.spec.files):
+            self._file(entry, index, added)
         if self.with_sbom:
-            self.tree.add_file(sbom.FILENAME, sbom.document(self.spec, self.images), 0o644)
+            self.out.emit(sbom.FILENAME, Node("file", 0o644, content=Content(data=sbom.document(self.spec, self.images))),
+                          pax={})
         cmdline = self.spec.kernel.cmdline if self.spec.kernel else ""
-        return Assembly(self.tree, kernel, cmdline, dict(self.images))
+        return Assembly(self.tree, kernel, cmdline, dict(self.images), self.out.stream)
 
     def _kernel(self) -> KernelFiles | None:
+        """LinuxKit's kernelFilter over the kernel image: boot/, boot/cmdline and boot/kernel where the
+        kernel file is, boot/ucode.cpio where the ucode is, kernel.tar's own entries where it is."""
         spec_kernel = self.spec.kernel
         if spec_kernel is None:
             return None
         image = self._image(spec_kernel.image, spec_kernel.where)
-        scratch = Tree()
-        self._layers(image, "", filtered=False, where=f"{spec_kernel.where}: kernel.image", tree=scratch)
-
-        def node_of(name: str) -> Node | None:
-            node = scratch.lookup(name)
-            return node if node is not None and node.kind == "file" else None
-
-        kernel = node_of(spec_kernel.binary)
-        if kernel is None or kernel.content is None:
-            raise ImageError(f"kernel image has no file {spec_kernel.binary!r}", where=f"{spec_kernel.where}: kernel.image {image.ref}",
+        ref = refs.normalise(image.ref)
+        kernel: Content | None = None
+        ucode: Content | None = None
+        found_tar = False
+        where = f"{spec_kernel.where}: kernel.image {image.ref}"
+        for entry, tar_path in flatten(self.store, image):
+            if entry.path in DROPPED or entry.kind != "file" or entry.path not in (
+                    spec_kernel.binary, spec_kernel.tar, spec_kernel.ucode):
+                continue
+            content = Content(source=tar_path, offset=entry.offset, size=entry.size)
+            layer_pax = {**dict(entry.pax), **_records(ref, "kernel")}
+            boot = GoHeader(name=BOOT_DIR, typeflag=gotar.TYPE_DIR, mode=0o755, mtime=DEFAULT_MTIME, pax=dict(layer_pax))
+            if entry.path == spec_kernel.binary:
+                if kernel is not None:
+                    raise ImageError("found more than one possible kernel image", where=where)
+                if ucode is None:
+                    self.out.emit(BOOT_DIR, Node("dir", 0o755), pax={}, header=boot)
+                cmdline = spec_kernel.cmdline.encode()
+                self.out.emit("boot/cmdline", Node("file", 0o644, content=Content(data=cmdline)), pax={},
+                              header=GoHeader(name="boot/cmdline", typeflag=gotar.TYPE_REG, mode=0o644,
+                                              mtime=DEFAULT_MTIME, pax=dict(layer_pax)))
+                self.out.emit("boot/kernel", Node("file", entry.mode, content=content), pax={},
+                              header=GoHeader(name="boot/kernel", typeflag=gotar.TYPE_REG, mode=entry.mode,
+                                              mtime=DEFAULT_MTIME, pax=dict(layer_pax)))
+                kernel = content
+            elif entry.path == spec_kernel.tar and spec_kernel.tar not in (None, "none"):
+                found_tar = True
+                self._kernel_tar(content, image.ref, ref)
+            elif entry.path == spec_kernel.ucode:
+                if kernel is None:
+                    self.out.emit(BOOT_DIR, Node("dir", 0o755), pax={}, header=boot)
+                self.out.emit("boot/ucode.cpio", Node("file", entry.mode, content=content), pax={},
+                              header=GoHeader(name="boot/ucode.cpio", typeflag=gotar.TYPE_REG, mode=entry.mode,
+                                              mtime=DEFAULT_MTIME, pax=dict(layer_pax)))
+                ucode = content
+        if kernel is None:
+            raise ImageError(f"kernel image has no file {spec_kernel.binary!r}", where=where,
                              hint="set kernel.binary to the kernel's file name in the image")
-        ucode = None
-        if spec_kernel.ucode:
-            ucode = node_of(spec_kernel.ucode)
-            if ucode is None or ucode.content is None:
-                raise ImageError(f"kernel image has no ucode file {spec_kernel.ucode!r}", where=f"{spec_kernel.where}: kernel.ucode")
-            self.tree.add_file("boot/ucode.cpio", ucode.content, ucode.mode)
-        self.tree.add_dir(BOOT_DIR, 0o755)
-        self.tree.add_file("boot/cmdline", spec_kernel.cmdline.encode(), 0o644)
-        self.tree.add_file("boot/kernel", kernel.content, kernel.mode)
-        if spec_kernel.tar and spec_kernel.tar != "none":
-            tar = node_of(spec_kernel.tar)
-            if tar is None or tar.content is None:
-                raise ImageError(f"kernel image has no file {spec_kernel.tar!r}", where=f"{spec_kernel.where}: kernel.image {image.ref}",
-                                 hint="set kernel.tar: none if the image has no modules tar")
-            self._unpack_kernel_tar(tar.content, image.ref)
-        return KernelFiles(kernel=kernel.content, ucode=ucode.content if ucode else None)
+        if spec_kernel.tar and spec_kernel.tar != "none" and not found_tar:
+            raise ImageError(f"kernel image has no file {spec_kernel.tar!r}", where=where,
+                             hint="set kernel.tar: none if the image has no modules tar")
+        if spec_kernel.ucode and ucode is None:
+            raise ImageError(f"kernel image has no ucode file {spec_kernel.ucode!r}", where=f"{spec_kernel.where}: kernel.ucode")
+        return KernelFiles(kernel=kernel, ucode=ucode)
 
-    def _unpack_kernel_tar(self, tar: Content, image_ref: str) -> None:
-        """kernel.tar is a tar inside a layer: its entries are ranges of the same layer file."""
+    def _kernel_tar(self, tar: Content, image_ref: str, ref: str) -> None:
+        """kernel.tar's entries, as they are (names not cleaned), with LinuxKit's records added."""
         if tar.source is None:
             raise ImageError("kernel.tar is not stored in a layer", where=image_ref)
-        window = _TarWindow(tar.source, tar.offset, tar.size, self.store.root)
-        _apply_layer_tar(self.tree, window.path(), f"{image_ref} kernel.tar", self.tree.root, "", filtered=False)
+        window = _TarWindow(tar.source, tar.offset, tar.size, self.store.root).path()
+        for entry in iter_layer(window, f"{image_ref} kernel.tar", root=True):
+            if entry.kind in ("whiteout", "opaque"):
+                continue
+            header = _layer_header(entry, entry.name, "")
+            node = self._layer_node(entry, window, "", header)
+            self.out.emit(entry.name, node, pax=_records(ref, "kernel"), rel=entry.path, header=header,
+                          where=f"{image_ref} kernel.tar: {entry.path}")
 
-    def _volume(self, volume: Volume) -> None:
+    def _volume(self, volume: Volume, index: int) -> None:
         """containers/volumes/NAME/{lower,tmp,merged}; the image (if any) unpacked in lower/."""
         base = f"containers/volumes/{volume.name}"
-        self._prefix_dirs(f"{base}/lower")
+        location = f"volume[{index}]"
         if volume.image:
             if volume.format == "oci":
                 raise BuildError(f"volume {volume.name}: format oci is not supported by lkit yet",
                                  where=str(volume.where), hint="use format: filesystem (the default)")
             image = self._image(volume.image, volume.where)
-            self._layers(image, f"{base}/lower", filtered=True, where=f"{volume.where}: volume {volume.name}")
-            _skeleton(self.tree, self.tree.subtree(f"{base}/lower"), resolv_symlink=True)
-        self.tree.add_dir(f"{base}/tmp", 0o755)
-        self.tree.add_dir(f"{base}/merged", 0o755)
+            self._image_tar(image, f"{base}/lower/", location, resolv_symlink=True,
+                            where=f"{volume.where}: volume {volume.name}")
+        else:
+            self.out.prefix_dirs(f"{base}/lower/", _records("empty", location))
+        pax = _records("linuxkit.volumes", location)
+        self.out.emit(f"{base}/tmp/", Node("dir", 0o755), pax=pax)
+        self.out.emit(f"{base}/merged/", Node("dir", 0o755), pax=pax)
 
-    def _bundle(self, entry: ImageEntry, path: str) -> None:
+    def _bundle(self, entry: ImageEntry, path: str, location: str) -> None:
         image = self._image(entry.image, entry.where)
         section = path.split("/")[1] if path.startswith("containers/") else "entry"
         info = ociconfig.ImageInfo(ref=image.ref, config=image.config.get("config") or {})
@@ -268,23 +371,23 @@ class Assembler:
         except ImageError as exc:
             detail = f"{exc.where}: {exc.message}" if exc.where else exc.message
             raise ImageError(detail, where=f"{entry.where}: {section} {entry.name}", hint=exc.hint) from None
+        pax = _records(key, location)
         if shared is None:
             # The first container of an image unpacks it; later ones mount that copy (LinuxKit's dupMap).
-            self._prefix_dirs(bundle.root)
-            self._layers(image, bundle.root, filtered=True, where=f"{entry.where}: {section} {entry.name}")
-            _skeleton(self.tree, self.tree.subtree(bundle.root), resolv_symlink=False)
+            self._image_tar(image, bundle.root + "/", location, resolv_symlink=False,
+                            where=f"{entry.where}: {section} {entry.name}")
             self._unpacked[key] = bundle.root
         else:
-            self._prefix_dirs(path)
-        self.tree.add_file(f"{path}/config.json", bundle.config_json(), 0o644)
+            self.out.prefix_dirs(path + "/", pax)
+        self.out.emit(f"{path}/config.json", Node("file", 0o644, content=Content(data=bundle.config_json())), pax=pax)
         if not bundle.readonly:
-            self.tree.add_dir(f"{path}/tmp", 0o755)
-            self.tree.add_dir(f"{path}/rootfs", 0o755)
+            self.out.emit(f"{path}/tmp", Node("dir", 0o755), pax=pax)
+            self.out.emit(f"{path}/rootfs", Node("dir", 0o755), pax=pax)
         elif shared is not None:
-            self.tree.add_dir(f"{path}/rootfs", 0o755)
-        self.tree.add_file(f"{path}/runtime.json", bundle.runtime_json(), 0o644)
+            self.out.emit(f"{path}/rootfs", Node("dir", 0o755), pax=pax)
+        self.out.emit(f"{path}/runtime.json", Node("file", 0o644, content=Content(data=bundle.runtime_json())), pax=pax)
 
-    def _file(self, entry: FileEntry, added: set[str]) -> None:
+    def _file(self, entry: FileEntry, index: int, added: set[str]) -> None:
         """LinuxKit's `files` rules, its quirk included: each missing parent directory gets the file's
         owner and the file's mode with x added where r or w is (`etc/x` mode 0600 makes `etc` 0700)."""
         where = str(entry.where) if entry.where else entry.path
@@ -302,21 +405,26 @@ class Assembler:
                 if source is None:
                     return
                 data = source.read_bytes()
-        parent = posixpath.dirname(entry.path)
-        if parent not in ("", ".", "/"):
-            parts = [p for p in parent.split("/") if p not in ("", ".")]
-            for n in range(1, len(parts) + 1):
-                prefix = "/".join(parts[:n])
-                if prefix not in added:
-                    self.tree.add_dir(prefix, dir_mode(mode), uid, gid, where=where)
-                    added.add(prefix)
-        added.add(entry.path)
+        pax = _records("linuxkit.files", f"files[{index}]")
+        name = (entry.written_path or entry.path)
+        name = name[1:] if name.startswith("/") else name
+        parent = posixpath.dirname(name)
+        root = ""
+        for part in parent.split("/"):
+            if part in (".", "/", ""):
+                continue
+            root = f"{root}/{part}" if root else part
+            if root not in added:
+                self.out.emit(root, Node("dir", dir_mode(mode), uid, gid), pax=pax, where=where)
+                added.add(root)
+        added.add(name)
         if entry.directory:
-            self.tree.add_dir(entry.path, mode, uid, gid, where=where)
+            node = Node("dir", mode, uid, gid)
         elif entry.symlink is not None:
-            self.tree.add_symlink(entry.path, entry.symlink, uid, gid, where=where, mode=mode)
+            node = Node("symlink", mode, uid, gid, target=entry.symlink)
         else:
-            self.tree.add_file(entry.path, data, mode, uid, gid, where=where)
+            node = Node("file", mode, uid, gid, content=Content(data=data))
+        self.out.emit(name, node, pax=pax, where=where)
 
 
 def dir_mode(mode: int) -> int:

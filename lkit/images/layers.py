@@ -12,6 +12,7 @@ consumer inside the build root.
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ class LayerEntry:
     linkname: str
     offset: int
     mtime: int = 0
+    # What LinuxKit copies from the layer's header into its own tar output, besides the above.
+    name: str = ""  # the member name as stored
+    uname: str = ""
+    gname: str = ""
+    pax: tuple[tuple[str, str], ...] = ()  # the member's PAX records
 
 
 def normalise_path(name: str) -> str | None:
@@ -65,13 +71,19 @@ def _check_name(name: str) -> None:
         raise ValueError("contains a line break")
 
 
-def iter_layer(tar_path: Path, image: str) -> Iterator[LayerEntry]:
-    """Yield the entries of the uncompressed layer `tar_path` of `image`, refusing hostile ones."""
+def iter_layer(tar_path: Path, image: str, *, root: bool = False) -> Iterator[LayerEntry]:
+    """Yield the entries of the uncompressed layer `tar_path` of `image`, refusing hostile ones.
+
+    `root`: also yield an entry for the root directory itself ("./"), with path ".". An entry's
+    `name` is the member name as stored, a directory's final "/" included (Python's tarfile drops it).
+    """
     seen_other: set[str] = set()  # paths of this layer that a hard link may not name (dirs, fifos...)
     try:
         with tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape") as tf:
             for info in tf:
-                entry = _entry(info, image, seen_other)
+                entry = _entry(info, image, seen_other, root)
+                if entry is not None and info.isdir() and "path" not in info.pax_headers:
+                    entry = _with_stored_dir_name(tf, info, entry)
                 if entry is not None:
                     if entry.kind in ("file", "hardlink"):
                         seen_other.discard(entry.path)
@@ -86,23 +98,41 @@ def iter_layer(tar_path: Path, image: str) -> Iterator[LayerEntry]:
         raise ImageError(f"image {image}: cannot read layer {tar_path}: {exc.strerror or exc}") from None
 
 
+def _with_stored_dir_name(tf: tarfile.TarFile, info: tarfile.TarInfo, entry: LayerEntry) -> LayerEntry:
+    """The directory's name as its header block stores it (ustar prefix + name, "/" kept)."""
+    assert tf.fileobj is not None
+    tf.fileobj.seek(info.offset_data - tarfile.BLOCKSIZE)  # tarfile seeks to the next member itself
+    block = tf.fileobj.read(tarfile.BLOCKSIZE)
+    name = block[0:100].split(b"\0", 1)[0]
+    if block[257:263] == b"ustar\0" or block[257:263] == b"ustar ":
+        prefix = block[345:500].split(b"\0", 1)[0] if block[257:263] == b"ustar\0" else b""
+        name = prefix + b"/" + name if prefix else name
+    stored = name.decode("utf-8", "surrogateescape")
+    if stored.rstrip("/") != entry.name.rstrip("/"):
+        return entry
+    return dataclasses.replace(entry, name=stored)
+
+
 def _refuse(image: str, raw: str, why: str) -> ImageError:
     return ImageError(f"image {image}: layer entry {raw!r} {why}",
                       hint="the image is unsafe to use; rebuild it from trusted sources")
 
 
-def _entry(info: tarfile.TarInfo, image: str, seen_other: set[str]) -> LayerEntry | None:
+def _entry(info: tarfile.TarInfo, image: str, seen_other: set[str], root: bool = False) -> LayerEntry | None:
     raw = info.name
     try:
         _check_name(raw)
         path = normalise_path(raw)
     except ValueError as why:
         raise _refuse(image, raw, str(why)) from None
-    if path is None:
-        return None  # the root directory "./" itself
+    common = dict(mode=info.mode & 0o7777, uid=info.uid, gid=info.gid, mtime=int(info.mtime), name=raw,
+                  uname=info.uname or "", gname=info.gname or "", pax=tuple(info.pax_headers.items()))
+    if path is None:  # the root directory "./" itself
+        if root and info.isdir():
+            return LayerEntry(path=".", kind="dir", size=0, linkname="", offset=0, **common)
+        return None
     base = path.rsplit("/", 1)[-1]
     parent = path[: -len(base)].rstrip("/")
-    common = dict(mode=info.mode & 0o7777, uid=info.uid, gid=info.gid, mtime=int(info.mtime))
 
     if base == OPAQUE_MARKER:
         if not parent:

@@ -20,6 +20,7 @@ expected/LINUXKIT_VERSION records the commit and `linuxkit version`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -46,8 +47,9 @@ def spec_files(case: Path) -> list[str]:
     return [n for n in ("spec.yml", "spec2.yml") if (case / n).exists()]
 
 
-def run_build(linuxkit: str, cache: Path, case: Path, out_tar: Path, home: Path) -> subprocess.CompletedProcess:
-    args = [linuxkit, "build", "--cache", str(cache), "--format", "tar", "--o", str(out_tar), *spec_files(case)]
+def run_build(linuxkit: str, cache: Path, case: Path, out_tar: Path, home: Path,
+              extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    args = [linuxkit, "build", "--cache", str(cache), "--format", "tar", *extra, "--o", str(out_tar), *spec_files(case)]
     env = dict(os.environ, HOME=str(home))
     env.pop("LINUXKIT_CACHE", None)
     env.pop("LINUXKIT_MIRROR", None)
@@ -152,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                 status = 1
                 continue
             write_expected(out_tar, dest)
+            # The whole tar without the SBOM (the one part LinuxKit makes random): its digest and size.
+            plain = tmp / f"{case.name}-no-sbom.tar"
+            proc = run_build(linuxkit, cache, case, plain, home, ("--no-sbom",))
+            assert proc.returncode == 0, proc.stderr
+            digest = hashlib.sha256(plain.read_bytes()).hexdigest()
+            (dest / "tar-no-sbom.sha256").write_text(f"{digest}  {plain.stat().st_size}\n")
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 shutil.copy(out_tar, args.keep / out_tar.name)

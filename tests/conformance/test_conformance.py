@@ -6,6 +6,7 @@ specs and the same synthetic images (images.py); this test needs no LinuxKit and
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -41,9 +42,9 @@ def spec_paths(case: Path) -> list[Path]:
     return [p for p in (case / "spec.yml", case / "spec2.yml") if p.exists()]
 
 
-def build_tar(case: Path, store: Store, out: Path) -> Path:
+def build_tar(case: Path, store: Store, out: Path, *, sbom: bool = True) -> Path:
     spec = load_spec(spec_paths(case))
-    built = build(spec, ["tar"], out, store=store, cache_dir=out / "cache", use_cache=False, offline=True)
+    built = build(spec, ["tar"], out, store=store, cache_dir=out / "cache", use_cache=False, offline=True, sbom=sbom)
     return built.artifacts["tar"][0].path
 
 
@@ -67,6 +68,14 @@ def test_same_root_filesystem_and_bundles(name: str, store: Store, tmp_path: Pat
     assert sorted(bundles) == sorted(want_bundles)
     for path, data in want_bundles.items():
         assert bundles[path] == data, f"{name}: {path} differs from LinuxKit's"
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if c not in DIFFER])
+def test_tar_is_linuxkits_byte_for_byte(name: str, store: Store, tmp_path: Path) -> None:
+    """Without the SBOM (LinuxKit puts a random UUID in it), the whole tar is LinuxKit's, byte for byte."""
+    digest, size = (HERE / "expected" / name / "tar-no-sbom.sha256").read_text().split()
+    tar = build_tar(HERE / "cases" / name, store, tmp_path, sbom=False)
+    assert (hashlib.sha256(tar.read_bytes()).hexdigest(), tar.stat().st_size) == (digest, int(size))
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c not in DIFFER])

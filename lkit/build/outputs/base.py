@@ -26,8 +26,9 @@ class BootFiles:
     initrd: Path              # only formats with needs_kernel=False are given. initrd: gzip newc cpio of the
                               # whole root filesystem but boot/ (ucode prepended)
     cmdline: str              # kernel command line from the spec
-    rootfs_tar: Callable[[], Path]  # uncompressed tar of the root filesystem, made on first call
+    rootfs_tar: Callable[[], Path]  # uncompressed tar of the root filesystem (one entry per path), on first call
     workdir: Path             # scratch directory, private to this build, removed afterwards
+    linuxkit_tar: Callable[[], Path] | None = None  # the root as LinuxKit's tar output writes it (its bytes)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""tar: the whole root filesystem as NAME.tar, boot/kernel and boot/cmdline included (LinuxKit's layout)."""
+"""tar: the whole root filesystem as NAME.tar, boot/kernel and boot/cmdline included: LinuxKit's bytes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def filenames(name: str) -> list[str]:
 
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:
-    return [copy_into(files.rootfs_tar(), outdir, filenames(files.name)[0])]
+    return [copy_into((files.linuxkit_tar or files.rootfs_tar)(), outdir, filenames(files.name)[0])]
 
 
 FORMAT = OutputFormat(name="tar", filenames=filenames, write=write, needs_kernel=False)
