@@ -114,20 +114,19 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return crc1 ^ crc2
 
 
-def _deflate_piece(pieces: list[bytes], level: int, last: bool) -> tuple[bytes, int, int]:
-    """Raw deflate of one piece, ending byte-aligned (or final); with its CRC-32 and length."""
+def _deflate_group(group: list[tuple[str, Node, int]], level: int, last: bool) -> tuple[bytes, int, int]:
+    """Raw deflate of one group's cpio bytes, ending byte-aligned (or final, with the archive's
+    trailer); with their CRC-32 and length. Runs on a worker thread, which reads the contents itself,
+    so only the groups being compressed are in memory."""
     comp = zlib.compressobj(level, zlib.DEFLATED, -15)
     out, crc, size = [], 0, 0
-    for piece in pieces:
+    pieces = (piece for path, node, ino in group for piece in _cpio_entry(path, node, ino))
+    for piece in (*pieces, _trailer()) if last else pieces:
         out.append(comp.compress(piece))
         crc = zlib.crc32(piece, crc)
         size += len(piece)
     out.append(comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH))
     return b"".join(out), crc, size
-
-
-def _group_bytes(group: list[tuple[str, Node, int]]) -> list[bytes]:
-    return [piece for path, node, ino in group for piece in _cpio_entry(path, node, ino)]
 
 
 # gzip member header: magic, deflate, no flags, mtime 0, no extra flags, OS unix.
@@ -150,20 +149,12 @@ def write_initrd(tree: Tree, dest: BinaryIO, *, exclude: frozenset[str] = frozen
             dest.write(data)
             crc, total = crc32_combine(crc, piece_crc, size), total + size
 
-        for index, group in enumerate(groups):
-            pieces = _group_bytes(group)
-            last = index == len(groups) - 1
-            if last:
-                pieces.append(_trailer())
-            pending.append(pool.submit(_deflate_piece, pieces, level, last))
+        for index, group in enumerate(groups or [[]]):
+            pending.append(pool.submit(_deflate_group, group, level, index == max(len(groups), 1) - 1))
             while len(pending) > workers * 2:  # bounded memory: a few compressed pieces in flight
                 drain(pending.pop(0))
         for future in pending:
             drain(future)
-        if not groups:
-            data, piece_crc, size = _deflate_piece([_trailer()], level, True)
-            dest.write(data)
-            crc, total = piece_crc, size
     dest.write(struct.pack("<II", crc, total & 0xFFFFFFFF))
 
 

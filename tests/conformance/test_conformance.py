@@ -6,8 +6,10 @@ specs and the same synthetic images (images.py); this test needs no LinuxKit and
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,57 @@ def test_tar_is_linuxkits_byte_for_byte(name: str, store: Store, tmp_path: Path)
     digest, size = (HERE / "expected" / name / "tar-no-sbom.sha256").read_text().split()
     tar = build_tar(HERE / "cases" / name, store, tmp_path, sbom=False)
     assert (hashlib.sha256(tar.read_bytes()).hexdigest(), tar.stat().st_size) == (digest, int(size))
+
+
+def cpio_state(initrd: Path) -> dict[str, str]:
+    """path -> "type mode uid gid mtime size detail" of the newc archive in a gzip initrd."""
+    raw = initrd.read_bytes()
+    data = gzip.decompress(raw[raw.index(b"\x1f\x8b\x08"):])  # after a ucode cpio, if any
+    out: dict[str, str] = {}
+    kinds = {0o040000: "dir", 0o100000: "file", 0o120000: "symlink", 0o010000: "fifo"}
+    i = 0
+    while True:
+        assert data[i:i + 6] == b"070701", f"no cpio header at {i}"
+        f = [int(data[i + 6 + 8 * k:i + 14 + 8 * k], 16) for k in range(13)]
+        mode, uid, gid, mtime, size, namesize = f[1], f[2], f[3], f[5], f[6], f[11]
+        name = data[i + 110:i + 110 + namesize - 1].decode()
+        i = (i + 110 + namesize + 3) // 4 * 4
+        body = data[i:i + size]
+        i = (i + size + 3) // 4 * 4
+        if name == "TRAILER!!!":
+            return out
+        kind = kinds[mode & 0o170000]
+        detail = hashlib.sha256(body).hexdigest() if kind == "file" else body.decode() if kind == "symlink" else "-"
+        out[name.rstrip("/")] = f"{kind}\t{mode & 0o7777:04o}\t{uid}\t{gid}\t{mtime}\t{size if kind == 'file' else 0}\t{detail}"
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if c not in DIFFER and
+                                  "kernel:" in (HERE / "cases" / c / "spec.yml").read_text()])
+def test_initrd_unpacks_to_linuxkits_tree(name: str, store: Store, tmp_path: Path) -> None:
+    """kernel+initrd: the initrd holds LinuxKit's root but boot/'s files (they ride beside it), with
+    hard links as relative symlinks, as LinuxKit's initrd writer makes them."""
+    spec = load_spec(spec_paths(HERE / "cases" / name))
+    built = build(spec, ["kernel+initrd"], tmp_path, store=store, cache_dir=tmp_path / "cache", use_cache=False,
+                  offline=True)
+    initrd = next(a.path for a in built.artifacts["kernel+initrd"] if a.path.name.endswith("-initrd.img"))
+    got = cpio_state(initrd)
+    want: dict[str, str] = {}
+    for line in (HERE / "expected" / name / "fs.txt").read_text().splitlines():
+        path, kind, *rest = line.split("\t")
+        if path.startswith("boot/") or path == ".":
+            continue
+        if kind == "hardlink":
+            want[path] = "symlink\t" + posixpath.relpath(rest[0], posixpath.dirname(path) or ".")
+            got[path] = "symlink\t" + got[path].split("\t")[-1] if path in got else "missing"
+        elif path == SBOM:
+            want[path], got[path] = kind, got.get(path, "missing").split("\t")[0]
+        else:
+            want[path] = "\t".join([kind, *rest])
+    missing = {p: v for p, v in want.items() if got.get(p) != v}
+    # lkit also lists parents an image left implicit (the kernel's unpacker needs them): 0755 dirs.
+    extra = {p: v for p, v in got.items() if p not in want and not v.startswith("dir\t0755\t0\t0\t")}
+    assert not missing and not extra, f"LinuxKit: {[(p, v) for p, v in missing.items()][:5]}, lkit: " \
+        f"{[(p, got.get(p)) for p in list(missing)[:5]]} extra {list(extra.items())[:5]}"
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c not in DIFFER])
