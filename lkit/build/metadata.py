@@ -15,7 +15,7 @@ import yaml
 
 from lkit.build import gojson, ociconfig
 from lkit.images import refs
-from lkit.spec.model import FileEntry, ImageEntry, Spec, Volume
+from lkit.spec.model import FileEntry, ImageEntry, Spec, Volume, file_dict, volume_dict
 
 # ImageConfig's fields in declaration order (moby/config.go); yaml and json names are the same.
 IMAGE_FIELDS = (
@@ -118,32 +118,21 @@ def _runtime(runtime: dict[str, Any], json: bool) -> dict[str, Any]:
 
 
 def _file(entry: FileEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": entry.written_path or entry.path, "directory": entry.directory}
-    for key in ("symlink", "contents", "source", "metadata"):
-        value = entry.written_source if key == "source" and entry.written_source is not None else getattr(entry, key)
-        if value is not None and (value != "" or key == "contents"):
-            out[key] = value
-    out["optional"] = entry.optional
-    if entry.mode is not None:
-        out["mode"] = f"{entry.mode:04o}"
-    if entry.uid != 0:
-        out["uid"] = entry.uid
-    if entry.gid != 0:
-        out["gid"] = entry.gid
-    return out
+    """Go's File struct: `directory` and `optional` always, path and source as the YAML gave them."""
+    given = file_dict(entry)
+    if entry.written_source is not None:
+        given["source"] = entry.written_source
+    return {"path": entry.written_path or entry.path, "directory": entry.directory,
+            **{k: given[k] for k in ("symlink", "contents", "source", "metadata") if k in given},
+            "optional": entry.optional, **{k: given[k] for k in ("mode", "uid", "gid") if k in given}}
 
 
 def _volume(volume: Volume) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": volume.name}
-    if volume.image:
-        out["image"] = volume.image
-    if volume.readonly:
-        out["readonly"] = True
-    if volume.format and volume.format != "filesystem":
-        out["format"] = volume.format
-    if volume.platforms:
-        out["platforms"] = list(volume.platforms)
-    return out
+    """Go's Volume struct (its format omitted when it is the default)."""
+    given = volume_dict(volume)
+    if given.get("format") == "filesystem":
+        del given["format"]
+    return given
 
 
 # yaml.v2 reads these plain scalars as booleans (YAML 1.1 and its own y/n).

@@ -129,9 +129,9 @@ class Spec:
             if entries:
                 out[section] = [{"name": e.name, "image": e.image, **_copy(e.config)} for e in entries]
         if self.files:
-            out["files"] = [_file_dict(f) for f in self.files]
+            out["files"] = [file_dict(f) for f in self.files]
         if self.volumes:
-            out["volumes"] = [_volume_dict(v) for v in self.volumes]
+            out["volumes"] = [volume_dict(v) for v in self.volumes]
         if self.outputs:
             out["outputs"] = [{"format": name} for name in self.outputs]
         return out
@@ -145,7 +145,7 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _file_dict(entry: FileEntry) -> dict[str, Any]:
+def file_dict(entry: FileEntry) -> dict[str, Any]:
     out: dict[str, Any] = {"path": entry.path}
     if entry.directory:
         out["directory"] = True
@@ -164,7 +164,7 @@ def _file_dict(entry: FileEntry) -> dict[str, Any]:
     return out
 
 
-def _volume_dict(volume: Volume) -> dict[str, Any]:
+def volume_dict(volume: Volume) -> dict[str, Any]:
     out: dict[str, Any] = {"name": volume.name}
     if volume.image:
         out["image"] = volume.image
