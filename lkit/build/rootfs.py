@@ -131,6 +131,14 @@ class _Emitter:
             self.emit("/".join(parts[:n]), Node("dir", 0o755, 0, 0), pax=pax)
 
 
+def _naming(exc: BuildError | ImageError, image: Image, where: object) -> ImageError:
+    """An error in an image, told at the spec entry that uses it (`where`), naming the image."""
+    detail = f"{exc.where}: {exc.message}" if exc.where else exc.message
+    if image.ref not in detail:
+        detail = f"image {image.ref}: {detail}"
+    return ImageError(detail, where=str(where) if where else None, hint=exc.hint)
+
+
 def _records(source: str, location: str) -> dict[str, str]:
     return {"LINUXKIT.source": source, "LINUXKIT.location": location}
 
@@ -201,11 +209,8 @@ class Assembler:
                     raise ImageError(f"layer entry {entry.path!r} is a hardlink to {entry.linkname!r}, which the image "
                                      "does not have as a regular file", where=f"{image.ref}: {entry.path}",
                                      hint="the image is unsafe to use; rebuild it from trusted sources")
-        except BuildError as exc:
-            detail = f"{exc.where}: {exc.message}" if exc.where else exc.message
-            if image.ref not in detail:
-                detail = f"image {image.ref}: {detail}"
-            raise ImageError(detail, where=str(where) if where else None, hint=exc.hint) from None
+        except (BuildError, ImageError) as exc:
+            raise _naming(exc, image, where) from None
         self._skeleton(prefix, base, pax, resolv_symlink=resolv_symlink, found_mtab=found_mtab)
 
     @staticmethod
@@ -288,7 +293,11 @@ class Assembler:
         ucode: Content | None = None
         found_tar = False
         where = f"{spec_kernel.where}: kernel.image {image.ref}"
-        for entry, tar_path in flatten(self.store, image):
+        try:
+            files = flatten(self.store, image)
+        except (BuildError, ImageError) as exc:
+            raise _naming(exc, image, f"{spec_kernel.where}: kernel.image") from None
+        for entry, tar_path in files:
             if entry.path in DROPPED or entry.kind != "file" or entry.path not in (
                     spec_kernel.binary, spec_kernel.tar, spec_kernel.ucode):
                 continue
@@ -333,6 +342,14 @@ class Assembler:
         if tar.source is None:
             raise ImageError("kernel.tar is not stored in a layer", where=image_ref)
         window = _TarWindow(tar.source, tar.offset, tar.size, self.store.root).path()
+        where = f"{self.spec.kernel.where}: kernel.tar" if self.spec.kernel else "kernel.tar"
+        try:
+            self._kernel_tar_entries(window, image_ref, ref)
+        except (BuildError, ImageError) as exc:
+            raise ImageError(exc.message if exc.where is None else f"{exc.where}: {exc.message}", where=where,
+                             hint=exc.hint) from None
+
+    def _kernel_tar_entries(self, window: Path, image_ref: str, ref: str) -> None:
         for entry in iter_layer(window, f"{image_ref} kernel.tar", root=True):
             if entry.kind in ("whiteout", "opaque"):
                 continue

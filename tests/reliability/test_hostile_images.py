@@ -40,7 +40,9 @@ def _cases(canary: str) -> list[Hostile]:
         Hostile("abs-symlink-parent", (S("evil", canary), F("evil/pwned"), S("esc", ESCAPE), F("esc/x")), None),
         Hostile("rel-symlink-parent", (S("up", up.rstrip("/")), F(f"up{canary}/pwned"),
                                        S("up2", f"a/{up}tmp"), F(f"up2/{Path(ESCAPE).name}")), None),
-        Hostile("symlink-chain-loop", (S("a", "b"), S("b", "a"), F("a/x")), "symbolic links"),
+        # An entry under a symlink of its own image is dropped when the image is flattened (LinuxKit's
+        # go-containerregistry does so: a non-directory hides what is below its path), loops included.
+        Hostile("symlink-chain-loop", (S("a", "b"), S("b", "a"), F("a/x")), None),
         Hostile("hardlink-abs", (H("passwd", "/etc/passwd"),), "hardlink"),
         Hostile("hardlink-dotdot", (F("x"), H("shadow", f"{up}etc/shadow"),), "hardlink"),
         Hostile("hardlink-unseen", (H("shadow", "etc/shadow"),), "hardlink"),
@@ -141,9 +143,11 @@ def test_hostile_layer(name: str, how: str, hostile_store: Path, canary: Path, b
         prefix = "containers/onboot/000-evil/lower/" if how == "onboot" else ""
         assert modes[f"{prefix}bin/su"] == 0o104755, oct(modes[f"{prefix}bin/su"])
         assert modes[f"{prefix}bin/sg"] == 0o102755
-    if name == "abs-symlink-parent":
+    if name in ("abs-symlink-parent", "rel-symlink-parent", "symlink-chain-loop"):
         prefix = "containers/onboot/000-evil/lower/" if how == "onboot" else ""
-        assert f"{prefix}{canary.as_posix().lstrip('/')}/pwned" in modes, "the symlink is followed inside the root"
+        below = [n for n in modes if n.endswith(("/pwned", "/x", "/" + Path(ESCAPE).name))]
+        assert not below, f"entries under a symlink must be dropped, as LinuxKit drops them: {below}"
+        assert f"{prefix}{'a' if name == 'symlink-chain-loop' else 'up' if name.startswith('rel') else 'evil'}" in modes
 
 
 # ---------------------------------------------------------------------------------- hostile configs

@@ -43,3 +43,19 @@ def test_top_layer_first_whiteouts_hide_opaque_markers_do_not(tmp_path: Path):
 
 def upper_blob(store: Store, image, index: int) -> str:
     return store.uncompressed_layer(image.layers[index], image.diff_ids[index]).name
+
+
+def test_entries_under_a_non_directory_are_dropped_even_in_the_same_layer(tmp_path: Path):
+    """mutate.Extract marks a symlink (any non-directory) as hiding its path: `evil/x` after `evil ->
+    /somewhere` never reaches LinuxKit's output, so nothing is ever written through an image's symlink."""
+    store = Store(tmp_path / "store")
+    path = tmp_path / "1.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        link = tarfile.TarInfo("evil")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tf.addfile(link)
+        inner = tarfile.TarInfo("evil/passwd")
+        inner.size = 1
+        tf.addfile(inner, io.BytesIO(b"x"))
+    image = add_image(store, "t/evil:1", [path], config={})
+    assert [(e.path, e.kind) for e, _ in flatten(store, image)] == [("evil", "symlink")]
