@@ -118,11 +118,9 @@ def _runtime(runtime: dict[str, Any], json: bool) -> dict[str, Any]:
 
 
 def _file(entry: FileEntry) -> dict[str, Any]:
-    """Go's File struct: `directory` and `optional` always, path and source as the YAML gave them."""
-    given = file_dict(entry)
-    if entry.written_source is not None:
-        given["source"] = entry.written_source
-    return {"path": entry.written_path or entry.path, "directory": entry.directory,
+    """Go's File struct: `directory` and `optional` always, then what the YAML gave, as it gave it."""
+    given = {**file_dict(entry), **entry.given}
+    return {"path": entry.written_path, "directory": entry.directory,
             **{k: given[k] for k in ("symlink", "contents", "source", "metadata") if k in given},
             "optional": entry.optional, **{k: given[k] for k in ("mode", "uid", "gid") if k in given}}
 

@@ -423,7 +423,7 @@ class Assembler:
                     return
                 data = source.read_bytes()
         pax = _records("linuxkit.files", f"files[{index}]")
-        name = (entry.written_path or entry.path)
+        name = entry.written_path
         name = name[1:] if name.startswith("/") else name
         parent = posixpath.dirname(name)
         root = ""

@@ -150,7 +150,8 @@ def _parse_file(node: Node, base: Path, part: _Part) -> FileEntry:
     if not kinds:
         raise node.error(f"file {path!r} has no contents",
                          hint="give exactly one of: " + ", ".join(FILE_KINDS))
-    entry = FileEntry(path=path, where=Where(node.file, node.line), written_path=path_text)
+    entry = FileEntry(path=path, where=Where(node.file, node.line),
+                      given={k: fields[k].value for k in ("path", "source", "mode", "uid", "gid") if k in fields})
     if "directory" in fields:
         entry.directory = fields["directory"].as_bool()
     if "symlink" in fields:
@@ -161,7 +162,6 @@ def _parse_file(node: Node, base: Path, part: _Part) -> FileEntry:
         source = fields["source"].as_str()
         if not source:
             raise fields["source"].error("source must not be empty")
-        entry.written_source = source
         expanded = os.path.expanduser(source) if source.startswith("~/") else source
         entry.source = str(base / expanded) if not os.path.isabs(expanded) else expanded
     if "metadata" in fields:

@@ -56,8 +56,12 @@ class FileEntry:
     uid: int | str = 0
     gid: int | str = 0
     where: Where | None = None
-    written_path: str = ""  # path and source as the YAML gave them (LinuxKit's metadata files show them so)
-    written_source: str | None = None
+    # path, source, mode, uid and gid as the YAML gave them: LinuxKit's metadata files show them so.
+    given: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def written_path(self) -> str:
+        return str(self.given.get("path", self.path))
 
     @property
     def effective_mode(self) -> int:
