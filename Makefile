@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: setup suites test bench
+.PHONY: setup suites test lint bench
 
 setup:
 	PYTHON=$(PYTHON) ./scripts/setup
@@ -11,5 +11,12 @@ setup:
 suites: setup
 	$(PYTHON) -m pytest suites/ $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
+# Lint first: a few seconds (both tools cache), and a type or lint error is cheaper to read than a test.
 test: setup
+	$(MAKE) --no-print-directory lint PYTHON=$(PYTHON)
 	$(PYTHON) -m pytest tests/ $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# ruff and mypy, configured in pyproject.toml (installed by `.[dev]`, which setup installs).
+lint:
+	$(PYTHON) -m ruff check --quiet .
+	$(PYTHON) -m mypy

@@ -155,6 +155,37 @@ def _ar_members(fh: BinaryIO, where: str) -> Iterator[tuple[str, int, int]]:
         fh.seek(offset + size + (size & 1))
 
 
+def _unzstd(chunks: Iterator[bytes], dest: BinaryIO, what: str) -> None:
+    """Pipe `chunks` through `zstd -dc` into `dest`; the child never outlives an error (killed, reaped)."""
+    try:
+        proc = subprocess.Popen(["zstd", "-dc", "-q"], stdin=subprocess.PIPE, stdout=dest)
+    except OSError as exc:
+        raise ImageError(f"{what}: cannot run zstd: {exc.strerror or exc}",
+                         hint="install zstd (apt-get install zstd)") from None
+    assert proc.stdin is not None
+    try:
+        try:
+            for data in chunks:
+                proc.stdin.write(data)
+        except BrokenPipeError:
+            pass  # zstd stopped reading (bad data): its exit status below says so
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            status = proc.wait(timeout=QUERY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ImageError(f"{what}: zstd did not finish within {QUERY_TIMEOUT} s") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if status != 0:
+        raise ImageError(f"{what}: cannot decompress (zstd exit status {status})")
+
+
 def _decompress_member(src: BinaryIO, name: str, size: int, dest: BinaryIO, where: str) -> None:
     """data.tar{,.xz,.gz,.zst} -> plain tar in `dest`, streamed."""
     remaining = size
@@ -169,13 +200,7 @@ def _decompress_member(src: BinaryIO, name: str, size: int, dest: BinaryIO, wher
             yield data
 
     if name.endswith(".zst"):
-        proc = subprocess.Popen(["zstd", "-dc", "-q"], stdin=subprocess.PIPE, stdout=dest)
-        assert proc.stdin is not None
-        for data in chunks():
-            proc.stdin.write(data)
-        proc.stdin.close()
-        if proc.wait(timeout=QUERY_TIMEOUT) != 0:
-            raise ImageError(f"{where}: cannot decompress {name}")
+        _unzstd(chunks(), dest, f"{where}: {name}")
         return
     if name.endswith(".xz"):
         dec: lzma.LZMADecompressor | zlib._Decompress | None = lzma.LZMADecompressor()

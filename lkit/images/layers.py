@@ -17,6 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from lkit.errors import ImageError
 
@@ -46,6 +47,19 @@ class LayerEntry:
     uname: str = ""
     gname: str = ""
     pax: tuple[tuple[str, str], ...] = ()  # the member's PAX records
+
+
+class _Header(TypedDict):
+    """The LayerEntry fields every kind of entry takes from its tar header (typed for `**`)."""
+
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    name: str
+    uname: str
+    gname: str
+    pax: tuple[tuple[str, str], ...]
 
 
 def normalise_path(name: str) -> str | None:
@@ -90,7 +104,7 @@ def iter_layer(tar_path: Path, image: str, *, root: bool = False) -> Iterator[La
                     else:
                         seen_other.add(entry.path)
                     yield entry
-                tf.members = []  # stream: do not keep every TarInfo in memory
+                tf.members = []  # type: ignore[attr-defined]  # stream: keep no TarInfo (not in the stubs)
     except tarfile.TarError as exc:
         raise ImageError(f"image {image}: layer {tar_path.name} is not a valid tar: {exc}",
                          hint="the layer is corrupt or truncated; rebuild or re-import the image") from None
@@ -125,7 +139,7 @@ def _entry(info: tarfile.TarInfo, image: str, seen_other: set[str], root: bool =
         path = normalise_path(raw)
     except ValueError as why:
         raise _refuse(image, raw, str(why)) from None
-    common = dict(mode=info.mode & 0o7777, uid=info.uid, gid=info.gid, mtime=int(info.mtime), name=raw,
+    common = _Header(mode=info.mode & 0o7777, uid=info.uid, gid=info.gid, mtime=int(info.mtime), name=raw,
                   uname=info.uname or "", gname=info.gname or "", pax=tuple(info.pax_headers.items()))
     if path is None:  # the root directory "./" itself
         if root and info.isdir():

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from lkit.errors import ImageError
 from lkit.images import refs
@@ -49,7 +49,7 @@ def add_layer(store: Store, tar_path: Path) -> tuple[Descriptor, str]:
         raise ImageError(f"cannot read layer tar {tar_path}: {exc.strerror or exc}") from None
 
 
-def gzip_into_store(store: Store, src: BinaryIO) -> tuple[Descriptor, str]:
+def gzip_into_store(store: Store, src: IO[bytes]) -> tuple[Descriptor, str]:
     """Deterministically gzip an uncompressed tar stream straight into a blob; (descriptor, diff_id)."""
     diff = hashlib.sha256()
     with store.blob_writer() as writer:

@@ -21,7 +21,8 @@ resolved versions and .deb checksums are pinned in build.lock beside it. The for
     dirs: ["/tmp:1777", /run]      # optional: empty directories PATH[:OCTAL MODE] (default 0755)
     users: {www-data: 33}          # optional: /etc/passwd + /etc/group (root:0 always); a value
                                    #   may be {uid, gid, home, shell}
-    files: files/                  # optional: a tree copied over the root last (modes kept)
+    files: files/                  # optional: a tree copied over the root last (0755 if the host
+                                   #   file is executable, else 0644; directories 0755)
     config: {Entrypoint: [..], Cmd: [..], Env: [..], WorkingDir: /, User: ..}  # optional
     label: {capabilities: [..], binds: [..], readonly: true}  # optional: org.mobyproject.config
 
@@ -591,8 +592,22 @@ class HostFile:
     data: bytes      # file contents or symlink target
 
 
+def image_mode(host_mode: int, kind: str) -> int:
+    """The mode a host file gets in the image: 0755 for directories and executables, else 0644.
+
+    Why: a checkout's permission bits depend on the umask (002 makes them group-writable) and git
+    keeps only the exec bit, so copying them would give another image digest per machine.
+    """
+    if kind == "dir" or host_mode & 0o111:
+        return 0o755
+    return 0o644
+
+
 def snapshot_files(root: Path) -> list[HostFile]:
-    """files/ read once, sorted: the same bytes are hashed and copied even if it changes meanwhile."""
+    """files/ read once, sorted: the same bytes are hashed and copied even if it changes meanwhile.
+
+    Modes are normalised by `image_mode` (only the exec bit of a file counts).
+    """
     out: list[HostFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -603,16 +618,16 @@ def snapshot_files(root: Path) -> list[HostFile]:
             if stat.S_ISLNK(st.st_mode):
                 out.append(HostFile(rel, "symlink", 0o777, os.readlink(full).encode()))
             elif stat.S_ISDIR(st.st_mode):
-                out.append(HostFile(rel, "dir", stat.S_IMODE(st.st_mode), b""))
+                out.append(HostFile(rel, "dir", image_mode(st.st_mode, "dir"), b""))
             elif stat.S_ISREG(st.st_mode):
-                out.append(HostFile(rel, "file", stat.S_IMODE(st.st_mode), full.read_bytes()))
+                out.append(HostFile(rel, "file", image_mode(st.st_mode, "file"), full.read_bytes()))
             else:
                 raise ImageError(f"{full}: only files, directories and symlinks can be copied into an image")
     return out
 
 
 def overlay_files(tree: ImageTree, files: list[HostFile]) -> None:
-    """Copy a host tree over the image, keeping permission bits (owner root, fixed times)."""
+    """Copy a host tree over the image (modes from `image_mode`, owner root, fixed times)."""
     for f in files:
         if f.kind == "symlink":
             tree.add(f.rel, Entry("symlink", 0o777, link=f.data.decode()))

@@ -119,8 +119,7 @@ class RegistryClient:
     def has_blob(self, digest: str) -> bool:
         conn, resp = self.transport.request("HEAD", f"/v2/{self.repo}/blobs/{digest}", scope=self._push_scope,
                                             ok=(200, 404), what=f"blob {digest}")
-        resp.read()
-        conn.close()
+        self._finish(conn, resp, f"blob {digest}")
         return resp.status == 200
 
     def upload_blob(self, store: Store, digest: str) -> bool:
@@ -130,8 +129,7 @@ class RegistryClient:
         conn, resp = self.transport.request("POST", f"/v2/{self.repo}/blobs/uploads/", scope=self._push_scope,
                                             ok=(202,), body=b"", what="starting a blob upload")
         location = resp.getheader("Location") or ""
-        resp.read()
-        conn.close()
+        self._finish(conn, resp, "starting a blob upload")
         if not location:
             raise ImageError(f"registry {self.transport.domain}: upload started without a Location")
         url = urllib.parse.urljoin(self.transport.base + "/", location)
@@ -143,8 +141,7 @@ class RegistryClient:
         conn, resp = self.transport.request("PUT", url, scope=self._push_scope, ok=(201,),
                                             headers={"Content-Type": "application/octet-stream"},
                                             body=store.blob_path(digest), what=f"uploading blob {digest}")
-        resp.read()
-        conn.close()
+        self._finish(conn, resp, f"uploading blob {digest}")
         return True
 
     def put_manifest(self, reference: str, body: bytes, media_type: str) -> None:
@@ -152,8 +149,16 @@ class RegistryClient:
                                             scope=self._push_scope, ok=(201,), body=body,
                                             headers={"Content-Type": media_type},
                                             what=f"manifest {self.repo}:{reference}")
-        resp.read()
-        conn.close()
+        self._finish(conn, resp, f"manifest {self.repo}:{reference}")
+
+    def _finish(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, what: str) -> None:
+        """Drain a response whose status decided the outcome; the connection is closed whatever happens."""
+        try:
+            resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise InfraError(f"registry {self.transport.domain}: {what}: reading the response failed: {exc}") from None
+        finally:
+            conn.close()
 
 
 def _select_platform(name: str, index: dict, platform: str) -> Descriptor:

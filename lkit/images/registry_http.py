@@ -122,8 +122,12 @@ class Transport:
                                      hint="install the registry's CA in the system trust store") from None
                 raise RetryableError(f"{method} {url}: {exc}") from None
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
-                resp.read()
-                conn.close()
+                try:
+                    resp.read()
+                except (OSError, http.client.HTTPException):
+                    pass  # the redirect is followed on a new connection: this body does not matter
+                finally:
+                    conn.close()
                 url = urllib.parse.urljoin(url, resp.getheader("Location"))
                 if resp.status == 303:
                     method, body = "GET", None
@@ -151,8 +155,7 @@ class Transport:
             except RetryableError as exc:
                 last = str(exc)
                 continue
-            if resp.status == 401 and self._handle_challenge(resp, scope):
-                conn.close()
+            if resp.status == 401 and self._challenge_answered(conn, resp, scope):
                 try:
                     retry_auth = self._auth_header(scope)
                     conn, resp = self._send(method, url, {**hdrs, **({"Authorization": retry_auth}
@@ -179,10 +182,25 @@ class Transport:
             return self._creds().basic_header()  # type: ignore[union-attr]
         return None
 
+    def _challenge_answered(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
+                            scope: str) -> bool:
+        """`_handle_challenge`, closing the 401's connection when it is answered or fails."""
+        try:
+            answered = self._handle_challenge(resp, scope)
+        except BaseException:
+            conn.close()
+            raise
+        if answered:
+            conn.close()
+        return answered
+
     def _handle_challenge(self, resp: http.client.HTTPResponse, scope: str) -> bool:
         """Answer a 401: fetch a Bearer token or switch to Basic. False if there is nothing to try."""
         header = resp.getheader("WWW-Authenticate") or ""
-        resp.read()
+        try:
+            resp.read()
+        except (OSError, http.client.HTTPException):
+            pass  # the challenge is in the headers; the request is sent again on a new connection
         challenge = parse_challenge(header)
         if challenge.scheme == "basic":
             if self._basic or self._creds() is None:

@@ -144,7 +144,7 @@ class _VerifyingReader(io.RawIOBase):
 
     def __init__(self, path: Path, digest: str) -> None:
         super().__init__()
-        self._file: IO[bytes] = open(path, "rb")
+        self._file: io.BufferedReader = open(path, "rb")
         self._digest = digest
         self._hash = hashlib.sha256()
         self._path = path
@@ -266,7 +266,7 @@ class Store:
             raise
         writer.commit()
 
-    def put_blob(self, data: bytes | Path | BinaryIO, digest: str | None = None) -> tuple[str, int]:
+    def put_blob(self, data: bytes | Path | IO[bytes], digest: str | None = None) -> tuple[str, int]:
         """Store bytes, a file or a stream; verified against `digest` if given; a present blob is reused."""
         if digest is not None and self.has_blob(digest):
             if isinstance(data, (bytes, bytearray)) and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
@@ -297,7 +297,7 @@ class Store:
             raise ImageError(f"blob {digest} is missing from the store {self.root}",
                              hint="the image is incomplete; remove it (lkit cache rm REF) and build, "
                                   "pull or import it again")
-        return io.BufferedReader(_VerifyingReader(path, digest), CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_VerifyingReader(path, digest), CHUNK)
 
     def read_json(self, digest: str, what: str) -> dict:
         try:

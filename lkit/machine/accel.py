@@ -9,6 +9,7 @@ seconds; the probe is killed otherwise), caches the verdict on disk keyed by QEM
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -18,9 +19,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from lkit.errors import InfraError
+from lkit.errors import InfraError, LkitError
 
 MULTIPLIERS = {"kvm": 1.0, "tcg": 2.0}   # every wait's timeout is multiplied by this
+MULTIPLIER_ENV = "LKIT_TIMEOUT_MULTIPLIER"
 PROBE_TIMEOUT = 8.0
 _PROBE_DONE = re.compile(rb"(VFS: |Run /init|Kernel panic|Freeing unused kernel)")
 _warned = False
@@ -96,12 +98,26 @@ def probe_kvm(kernel: Path, qemu: str = "qemu-system-x86_64", timeout: float = P
                 proc.wait(timeout=10)
 
 
+def env_multiplier(text: str) -> float:
+    """LKIT_TIMEOUT_MULTIPLIER's value as a number; a user error (no traceback) when it is not one."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise LkitError(f"environment variable {MULTIPLIER_ENV} is {text!r}, not a positive number",
+                        hint=f"set {MULTIPLIER_ENV} to a positive number such as 1.5 or 3 (every guest "
+                             f"timeout is multiplied by it), or unset it for the default "
+                             f"(x{MULTIPLIERS['kvm']:g} under KVM, x{MULTIPLIERS['tcg']:g} under TCG)")
+    return value
+
+
 def resolve(requested: str = "auto", *, kernel: Path | None = None, qemu: str = "qemu-system-x86_64",
             multiplier: float | None = None, use_cache: bool = True) -> AccelChoice:
     """The accelerator to use and its timeout multiplier (LKIT_TIMEOUT_MULTIPLIER overrides)."""
-    env_mult = os.environ.get("LKIT_TIMEOUT_MULTIPLIER")
+    env_mult = os.environ.get(MULTIPLIER_ENV)
     if multiplier is None and env_mult:
-        multiplier = float(env_mult)
+        multiplier = env_multiplier(env_mult)
     requested = (requested or "auto").lower()
     if requested not in ("auto", "kvm", "tcg"):
         raise InfraError(f"unknown accelerator {requested!r}", hint="use auto, kvm or tcg")

@@ -38,7 +38,7 @@ class SerialStream:
         self.name = name
         self._sock = sock
         # encoding=None: bytes in and out (the buffer is raw bytes); poll() works for any fd number.
-        self._child = fdspawn(sock, timeout=_POLL, maxread=_READ_SIZE, use_poll=True)
+        self._child: fdspawn[bytes] = fdspawn(sock, timeout=_POLL, maxread=_READ_SIZE, use_poll=True)  # no encoding: bytes
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
         self._log = log

@@ -107,27 +107,48 @@ def _kernel_package() -> str:
 def _download(packages: list[str], dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="lkit-dl-") as tmp:
         os.chmod(tmp, 0o755)
+        unpack = Path(tmp) / "x"
         try:
             subprocess.run(["apt-get", "download", *packages], cwd=tmp, capture_output=True, timeout=600,
                            check=True)
+            for deb in Path(tmp).glob("*.deb"):
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(unpack)], check=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as exc:
             raise InfraError(f"apt-get download {' '.join(packages)} failed: {exc}") from exc
-        unpack = Path(tmp) / "x"
-        for deb in Path(tmp).glob("*.deb"):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(unpack)], check=True, timeout=300)
+        _install_parts(unpack, dest)
+
+
+def _install_parts(unpack: Path, dest: Path) -> None:
+    """Copy vmlinuz, busybox and the wanted modules from unpacked packages into `dest`, atomically.
+
+    Why a staging folder: `dest` appears whole or not at all; a failed copy removes it, so the cache
+    never keeps half a guest nor a stray `.staging-*` folder.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
+    try:
+        kernels = sorted((unpack / "boot").glob("vmlinuz-*"))
         kver_dirs = sorted((unpack / "lib/modules").glob("*"))
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
-        shutil.copy2(next((unpack / "boot").glob("vmlinuz-*")), staging / "vmlinuz")
-        shutil.copy2(unpack / "bin/busybox", staging / "busybox")
+        busybox = unpack / "bin/busybox"
+        if not kernels or not kver_dirs or not busybox.is_file():
+            raise InfraError(f"the downloaded packages lack boot/vmlinuz-*, lib/modules/* or bin/busybox "
+                             f"(unpacked in {unpack})", hint="check the apt sources (Debian 12, bookworm)")
+        shutil.copy2(kernels[0], staging / "vmlinuz")
+        shutil.copy2(busybox, staging / "busybox")
         mods = staging / "modules"
         mods.mkdir()
         for ko in kver_dirs[0].rglob("*.ko"):
             if ko.stem in NET_MODULES + OTHER_MODULES:
                 shutil.copy2(ko, mods / ko.name)
-        try:
-            os.replace(staging, dest)
-        except OSError:  # another process won the race
-            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InfraError(f"copying the test guest into {dest.parent} failed: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        os.replace(staging, dest)
+    except OSError:  # another process won the race
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_parts() -> Path:

@@ -487,15 +487,32 @@ class Machine:
         return gather(self)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL QEMU if the harness dies without cleaning up (crash, kill -9),
-    so no orphan keeps a forwarded port. (Linux prctl PR_SET_PDEATHSIG; tied to the starting thread.)"""
+def _load_prctl() -> Any:
+    """libc's prctl, looked up once at import (None off glibc/Linux).
+
+    Why here: the lookup (dlopen, allocations) is unsafe in a child forked while other threads run
+    (see subprocess's preexec_fn warning); the child only makes the call.
+    """
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        prctl.restype = ctypes.c_int
+        return prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL QEMU if the harness dies without cleaning up (crash, kill -9),
+    so no orphan keeps a forwarded port. (Linux prctl PR_SET_PDEATHSIG; tied to the starting thread.)
+    Only the call runs here: libc was loaded at import."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class _ForwardRace(MachineError):

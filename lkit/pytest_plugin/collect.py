@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +13,9 @@ from lkit.errors import LkitError
 from lkit.report import allure
 from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, CheckFailed
 from lkit.pytest_plugin.state import Group, RunState, SuiteSpec
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr, TracebackStyle  # repr_failure's types (not public)
 
 CONSOLE_EXCERPT_LINES = 25
 
@@ -28,16 +33,19 @@ def is_spec_file(path: Path, suites: list[Path]) -> bool:
 class SpecFile(pytest.File):
     """A LinuxKit spec in a suite folder."""
 
-    def collect(self):
+    def collect(self) -> Iterator[FormatNode]:
         run: RunState = self.config._lkit_run  # type: ignore[attr-defined]
         suite = run.suite(self.path)
         for fmt in suite.formats:
             yield FormatNode.from_parent(self, name=fmt, suite=suite)
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: TracebackStyle | None = None) -> str | TerminalRepr:
+        """An LkitError as its one-line message; anything else as pytest shows it (`style` is not
+        passed on: a collector's repr_failure takes none, unlike an item's)."""
         if isinstance(excinfo.value, LkitError):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
+        return super().repr_failure(excinfo)
 
 
 class FormatNode(pytest.Collector):

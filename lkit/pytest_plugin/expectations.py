@@ -26,15 +26,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from lkit.build.outputs.base import FORMAT_NAMES
-from lkit.errors import SpecError
+from lkit.spec.yamlmarks import Node, describe, load_yaml
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+TOP_KEYS = ("formats", "memory", "cpus", "boot", "budgets", "ports", "services", "badness")
 
 
 @dataclass
@@ -65,140 +63,98 @@ class Expectations:
         return {**self.size.get("default", {}), **self.size.get(fmt, {})}
 
 
-class _Reader:
-    """Typed access to a composed YAML node tree, every error with file:line and the field path."""
+# Typed values on top of the Node API (lkit.spec.yamlmarks): every error names file:line and field.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
 
-    def fail(self, node: yaml.Node | None, field_path: str, message: str, hint: str | None = None) -> SpecError:
-        line = node.start_mark.line + 1 if node is not None else 1
-        return SpecError(f"{field_path}: {message}", where=f"{self.path}:{line}", hint=hint)
+def _positive(node: Node, *, integer: bool = False) -> float:
+    value = node.value
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value <= 0:
+        raise node.error(f"must be a positive {'whole ' if integer else ''}number, not {describe(value)}")
+    return float(value)
 
-    def mapping(self, node: yaml.Node, field_path: str, allowed: tuple[str, ...] | None) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, field_path, "must be a mapping")
-        out: dict[str, yaml.Node] = {}
-        for key, value in node.value:
-            name = str(key.value)
-            if allowed is not None and name not in allowed:
-                raise self.fail(key, f"{field_path}.{name}".lstrip("."), "unknown field", hint="allowed: " + ", ".join(allowed))
-            if name in out:
-                raise self.fail(key, f"{field_path}.{name}".lstrip("."), "given twice")
-            out[name] = value
-        return out
 
-    def scalar(self, node: yaml.Node, field_path: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(node, field_path, "must be a single value")
-        return yaml.safe_load(yaml.serialize(node))
+def _regex(node: Node) -> str:
+    text = node.as_str()
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise node.error(f"is not a valid regular expression: {exc}") from None
+    return text
 
-    def number(self, node: yaml.Node, field_path: str, *, integer: bool = False) -> float:
-        value = self.scalar(node, field_path)
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok or value <= 0:
-            raise self.fail(node, field_path, f"must be a positive {'whole ' if integer else ''}number, not {value!r}")
+
+def _regexes(node: Node) -> list[str]:
+    return [_regex(item) for item in node.sequence()]
+
+
+def _size(node: Node) -> int:
+    value = node.value
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-
-    def string(self, node: yaml.Node, field_path: str) -> str:
-        value = self.scalar(node, field_path)
-        if not isinstance(value, str):
-            raise self.fail(node, field_path, f"must be a string, not {value!r}")
-        return value
-
-    def seq(self, node: yaml.Node, field_path: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, field_path, "must be a list")
-        return list(node.value)
-
-    def strings(self, node: yaml.Node, field_path: str) -> list[str]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, field_path, "must be a list of strings")
-        return [self.string(item, f"{field_path}[{i}]") for i, item in enumerate(node.value)]
-
-    def regex(self, node: yaml.Node, field_path: str) -> str:
-        text = self.string(node, field_path)
-        try:
-            re.compile(text)
-        except re.error as exc:
-            raise self.fail(node, field_path, f"is not a valid regular expression: {exc}") from None
-        return text
-
-    def size(self, node: yaml.Node, field_path: str) -> int:
-        value = self.scalar(node, field_path)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-        m = _SIZE.match(str(value))
-        if not m:
-            raise self.fail(node, field_path, f"is not a size: {value!r}", hint="bytes, or a number with K, M or G (e.g. 150M)")
-        return int(float(m.group(1)) * _UNITS[(m.group(2) or "")[:1].upper()])
+    m = _SIZE.match(value) if isinstance(value, str) else None
+    if not m:
+        raise node.error(f"is not a size: {describe(value)}", hint="bytes, or a number with K, M or G (e.g. 150M)")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "")[:1].upper()])
 
 
-def _format_key(reader: _Reader, key_node_map: dict[str, yaml.Node], field_path: str) -> None:
-    for name, node in key_node_map.items():
+def _per_format(node: Node) -> dict[str, Node]:
+    """A mapping keyed by output format or `default`."""
+    per = node.mapping()
+    for name, child in per.items():
         if name != "default" and name not in FORMAT_NAMES:
-            raise reader.fail(node, f"{field_path}.{name}", "is not an output format",
-                              hint="formats: default, " + ", ".join(FORMAT_NAMES))
+            raise child.error("is not an output format", hint="formats: default, " + ", ".join(FORMAT_NAMES))
+    return per
 
 
 def load_expectations(path: Path) -> Expectations:
-    """Read NAME.test.yml; a missing file means all defaults."""
+    """Read NAME.test.yml; a missing file means all defaults.
+
+    Read through lkit.spec.yamlmarks like specs: size, alias and depth limits, duplicate keys, file:line.
+    """
     if not path.exists():
         return Expectations()
-    reader = _Reader(path)
-    try:
-        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=where) from None
-    if root is None:
-        return Expectations(source=path)
-    top = reader.mapping(root, "", ("formats", "memory", "cpus", "boot", "budgets", "ports", "services", "badness"))
+    root = load_yaml(path)
     exp = Expectations(source=path)
+    if root.value is None:
+        return exp
+    top = root.mapping(allowed=TOP_KEYS)
     if "formats" in top:
-        exp.formats = reader.strings(top["formats"], "formats")
-        for i, fmt in enumerate(exp.formats):
+        exp.formats = []
+        for item in top["formats"].sequence():
+            fmt = item.as_str()
             if fmt not in FORMAT_NAMES:
-                raise reader.fail(top["formats"].value[i], f"formats[{i}]", f"unknown format {fmt!r}", hint="formats: " + ", ".join(FORMAT_NAMES))
+                raise item.error(f"unknown format {fmt!r}", hint="formats: " + ", ".join(FORMAT_NAMES))
+            exp.formats.append(fmt)
     if "memory" in top:
-        exp.memory = int(reader.number(top["memory"], "memory", integer=True))
+        exp.memory = int(_positive(top["memory"], integer=True))
     if "cpus" in top:
-        exp.cpus = int(reader.number(top["cpus"], "cpus", integer=True))
+        exp.cpus = int(_positive(top["cpus"], integer=True))
     if "boot" in top:
-        boot = reader.mapping(top["boot"], "boot", ("timeout", "markers"))
+        boot = top["boot"].mapping(allowed=("timeout", "markers"))
         if "timeout" in boot:
-            exp.boot_timeout = float(reader.number(boot["timeout"], "boot.timeout"))
+            exp.boot_timeout = _positive(boot["timeout"])
         if "markers" in boot:
-            node = boot["markers"]
-            exp.markers = [reader.regex(item, f"boot.markers[{i}]") for i, item in enumerate(reader.seq(node, "boot.markers"))]
+            exp.markers = _regexes(boot["markers"])
     if "budgets" in top:
-        budgets = reader.mapping(top["budgets"], "budgets", ("boot_time", "size"))
+        budgets = top["budgets"].mapping(allowed=("boot_time", "size"))
         if "boot_time" in budgets:
-            per = reader.mapping(budgets["boot_time"], "budgets.boot_time", None)
-            _format_key(reader, per, "budgets.boot_time")
-            exp.boot_time = {k: float(reader.number(v, f"budgets.boot_time.{k}")) for k, v in per.items()}
+            exp.boot_time = {k: _positive(v) for k, v in _per_format(budgets["boot_time"]).items()}
         if "size" in budgets:
-            per = reader.mapping(budgets["size"], "budgets.size", None)
-            _format_key(reader, per, "budgets.size")
-            exp.size = {k: {f: reader.size(n, f"budgets.size.{k}.{f}") for f, n in reader.mapping(v, f"budgets.size.{k}", None).items()}
-                        for k, v in per.items()}
+            exp.size = {k: {f: _size(n) for f, n in v.mapping().items()}
+                        for k, v in _per_format(budgets["size"]).items()}
     if "ports" in top:
-        for i, item in enumerate(reader.seq(top["ports"], "ports")):
-            fields = reader.mapping(item, f"ports[{i}]", ("port", "http", "expect"))
-            if "port" not in fields:
-                raise reader.fail(item, f"ports[{i}]", "needs `port`")
-            port = int(reader.number(fields["port"], f"ports[{i}].port", integer=True))
+        for item in top["ports"].sequence():
+            fields = item.mapping(allowed=("port", "http", "expect"), required=("port",))
+            port = int(_positive(fields["port"], integer=True))
             if port > 65535:
-                raise reader.fail(fields["port"], f"ports[{i}].port", f"{port} is not a TCP port (1-65535)")
+                raise fields["port"].error(f"{port} is not a TCP port (1-65535)")
             exp.ports.append(PortCheck(port=port,
-                                       http=reader.string(fields["http"], f"ports[{i}].http") if "http" in fields else None,
-                                       expect=reader.regex(fields["expect"], f"ports[{i}].expect") if "expect" in fields else None))
+                                       http=fields["http"].as_str() if "http" in fields else None,
+                                       expect=_regex(fields["expect"]) if "expect" in fields else None))
     if "services" in top:
-        exp.services = reader.strings(top["services"], "services")
+        exp.services = top["services"].as_str_list()
     if "badness" in top:
-        bad = reader.mapping(top["badness"], "badness", ("ignore",))
+        bad = top["badness"].mapping(allowed=("ignore",))
         if "ignore" in bad:
-            exp.badness_ignore = [reader.regex(n, f"badness.ignore[{i}]") for i, n in enumerate(reader.seq(bad["ignore"], "badness.ignore"))]
+            exp.badness_ignore = _regexes(bad["ignore"])
     return exp
-

@@ -34,7 +34,7 @@ def _module_spec_path(module: Any, module_path: Path) -> Path | None:
     return None
 
 
-def suite_of(node: pytest.Item | pytest.Metafunc) -> SuiteSpec | None:
+def suite_of(node: pytest.Item | pytest.Metafunc | pytest.FixtureRequest) -> SuiteSpec | None:
     """The suite spec a test module belongs to, or None for ordinary tests."""
     module = getattr(node, "module", None)
     path = getattr(module, "__file__", None)

@@ -86,9 +86,9 @@ class Settings:
     def from_config(cls, config: pytest.Config) -> Settings:
         root = Path(config.rootpath)
 
-        def path(name: str, default: Path | None = None) -> Path | None:
+        def path(name: str) -> Path | None:
             value, base = _get_with_base(config, name)
-            return (base / value).resolve() if value else default
+            return (base / value).resolve() if value else None
 
         formats = _get(config, "formats")
         if formats:
@@ -119,9 +119,9 @@ class Settings:
             accel=accel,
             timeout_multiplier=factor,
             store=store,
-            build_dir=path("build-dir", root / "build"),
+            build_dir=path("build-dir") or root / "build",
             prebuilt=path("prebuilt"),
-            report_dir=path("report-dir", root / "reports"),
+            report_dir=path("report-dir") or root / "reports",
             baseline=path("baseline"),
             thresholds=_get(config, "thresholds"),
             quarantine=path("quarantine"),

@@ -60,7 +60,7 @@ def pytest_configure_node(node) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    run: RunState = parent.config._lkit_run
+    run: RunState = parent.config._lkit_run  # type: ignore[attr-defined]
     if is_spec_file(file_path, run.settings.suites):
         return SpecFile.from_parent(parent, path=file_path)
     return None

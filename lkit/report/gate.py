@@ -24,11 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
-from lkit.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_REGRESSION
+from lkit.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_REGRESSION, SpecError
 from lkit.report.compare import Comparison
 from lkit.report.model import CheckResult, ReportError, RunSummary
+from lkit.spec.yamlmarks import Node, load_yaml, load_yaml_text
 
 
 @dataclass(frozen=True)
@@ -55,35 +54,35 @@ class Quarantine:
     def load(cls, path: str | os.PathLike[str], today: dt.date | None = None) -> Quarantine:
         """Parse a quarantine YAML file: a list (or `quarantine:` list) of {id, reason, expires}."""
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ReportError(f"no such quarantine file: {p}") from None
-        return cls.parse(text, str(p), today)
+        if not p.exists():
+            raise ReportError(f"no such quarantine file: {p}")
+        return cls._from_yaml(lambda: load_yaml(p), today)
 
     @classmethod
     def parse(cls, text: str, name: str = "<quarantine>", today: dt.date | None = None) -> Quarantine:
+        return cls._from_yaml(lambda: load_yaml_text(text, name), today)
+
+    @classmethod
+    def _from_yaml(cls, read: Callable[[], Node], today: dt.date | None) -> Quarantine:
+        """Read through lkit.spec.yamlmarks like specs (size, alias, depth and duplicate-key guards,
+        file:line); its errors become ReportErrors, the class of a bad quarantine file."""
         today = today or dt.datetime.now(dt.timezone.utc).date()
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{name}:{mark.line + 1}" if mark else name
-            raise ReportError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=where) from None
-        if root is None:
-            return cls()
-        if isinstance(root, yaml.MappingNode):
-            items = {k.value: v for k, v in root.value}
-            if set(items) != {"quarantine"}:
-                raise ReportError("expected a list of entries or a single key 'quarantine'",
-                                  where=f"{name}:{root.start_mark.line + 1}", hint=_EXAMPLE)
-            root = items["quarantine"]
-        if not isinstance(root, yaml.SequenceNode):
-            raise ReportError("expected a list of quarantine entries", where=f"{name}:{root.start_mark.line + 1}",
-                              hint=_EXAMPLE)
+            root = read()
+            if root.value is None:
+                return cls()
+            if isinstance(root.value, dict):
+                if set(root.value) != {"quarantine"}:
+                    raise ReportError("expected a list of entries or a single key 'quarantine'",
+                                      where=root.where, hint=_EXAMPLE)
+                root = root.value["quarantine"]
+            if not isinstance(root.value, list):
+                raise ReportError("expected a list of quarantine entries", where=root.where, hint=_EXAMPLE)
+            entries = [_entry(node) for node in root.value]
+        except SpecError as exc:
+            raise ReportError(exc.message, where=exc.where, hint=exc.hint) from None
         result = cls()
-        for node in root.value:
-            entry = _entry(node, name)
+        for entry in entries:
             if entry.expires < today:
                 result.warnings.append(f"{entry.where}: quarantine of {entry.pattern!r} expired on "
                                        f"{entry.expires.isoformat()}; it is ignored (renew it or fix the test)")
@@ -111,25 +110,26 @@ _EXAMPLE = ("- id: 'suites/linuxkit.yml::iso-efi::boot_time'\n"
             "    expires: 2026-12-31")
 
 
-def _entry(node: yaml.Node, name: str) -> QuarantineEntry:
-    where = f"{name}:{node.start_mark.line + 1}"
-    if not isinstance(node, yaml.MappingNode):
+def _entry(node: Node) -> QuarantineEntry:
+    where = node.where
+    if not isinstance(node.value, dict):
         raise ReportError("a quarantine entry must be a mapping with id, reason, expires", where=where, hint=_EXAMPLE)
-    fields = {k.value: v for k, v in node.value}
+    fields = node.value
     unknown = sorted(set(fields) - {"id", "reason", "expires"})
     if unknown:
-        raise ReportError(f"unknown field {unknown[0]!r}", where=where, hint="fields: id, reason, expires")
+        raise ReportError(f"unknown field {unknown[0]!r}", where=fields[unknown[0]].where,
+                          hint="fields: id, reason, expires")
     for key in ("id", "reason", "expires"):
         value = fields.get(key)
-        if value is None or not isinstance(value, yaml.ScalarNode) or not str(value.value).strip():
-            line = f"{name}:{value.start_mark.line + 1}" if value is not None else where
-            raise ReportError(f"field {key!r} is missing or empty", where=line, hint=_EXAMPLE)
+        if value is None or value.kind != "scalar" or not str(value.value).strip():
+            raise ReportError(f"field {key!r} is missing or empty", where=value.where if value else where,
+                              hint=_EXAMPLE)
     raw = fields["expires"].value
     try:
         expires = dt.date.fromisoformat(str(raw))
     except ValueError:
-        raise ReportError(f"field 'expires' is {raw!r}, expected a date YYYY-MM-DD",
-                          where=f"{name}:{fields['expires'].start_mark.line + 1}") from None
+        raise ReportError(f"field 'expires' is {str(raw)!r}, expected a date YYYY-MM-DD",
+                          where=fields["expires"].where) from None
     return QuarantineEntry(pattern=str(fields["id"].value), reason=str(fields["reason"].value),
                            expires=expires, where=where)
 

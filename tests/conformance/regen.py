@@ -58,10 +58,11 @@ def run_build(linuxkit: str, cache: Path, case: Path, out_tar: Path, home: Path,
 
 def refusal(proc: subprocess.CompletedProcess) -> str:
     """`exit N`, LinuxKit's first error line (stderr), then its schema complaints (stdout `- ...` lines)."""
-    err = [l.strip() for l in proc.stderr.splitlines() if l.strip()]
-    first = next((l for l in err if l.startswith(("Error:", "panic:")) or "level=fatal" in l or "level=error" in l),
+    err = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    first = next((line for line in err
+                  if line.startswith(("Error:", "panic:")) or "level=fatal" in line or "level=error" in line),
                  err[0] if err else "")
-    details = [l.strip() for l in proc.stdout.splitlines() if l.strip().startswith("- ")]
+    details = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("- ")]
     return "\n".join([f"exit {proc.returncode}", first, *details]) + "\n"
 
 
@@ -101,7 +102,7 @@ def linuxkit_version(linuxkit: str, mirror: Path) -> str:
     if not commit:
         m = re.search(r"commit:\s*([0-9a-f]{40})", out)
         commit = m.group(1) if m else "unknown"
-    return f"commit {commit}\n" + "".join(f"# {l}\n" for l in out.splitlines())
+    return f"commit {commit}\n" + "".join(f"# {line}\n" for line in out.splitlines())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,8 @@ BASE_PACKAGES = [
     "liblzma5", "libzstd1", "libgpg-error0",
 ]
 CONTAINERD_FILES = ["usr/bin/containerd", "usr/bin/ctr", "usr/bin/containerd-shim-runc-v2"]
-# The modules the guest needs here: virtio chain for the NIC (boot-facts.md order), the power button.
+# The modules the guest needs here: the virtio chain for the NIC (in the dependency order of
+# modules.sh's $first list), the power button.
 MODULES = [
     "virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci", "failover",
     "net_failover", "virtio_net", "virtio-rng", "button", "evdev", "overlay", "binfmt_misc",

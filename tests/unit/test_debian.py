@@ -213,3 +213,51 @@ def test_download_runs_apt_in_the_cache_and_checks_sha(tmp_path, monkeypatch):
     with pytest.raises(ImageError, match="does not match"):
         debian.download("tool", "1:1.0", "f" * 64, cache=cache)
     assert not path.exists()
+
+
+# -- data.tar.zst: the zstd child never outlives an error ----------------------------------------
+
+
+@pytest.fixture()
+def zstd_children(monkeypatch):
+    """Every zstd process _decompress_member starts, to check it was reaped."""
+    import subprocess
+    started: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(debian.subprocess, "Popen", popen)
+    return started
+
+
+def _zstd(data: bytes) -> bytes:
+    import subprocess
+    return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+
+
+def test_zstd_member_round_trip(tmp_path, zstd_children):
+    payload = os.urandom(1000) * 50
+    packed = _zstd(payload)
+    out = tmp_path / "out.tar"
+    with open(out, "wb") as dest:
+        debian._decompress_member(io.BytesIO(packed), "data.tar.zst", len(packed), dest, "p.deb")
+    assert out.read_bytes() == payload
+    assert zstd_children and all(p.returncode == 0 for p in zstd_children)
+
+
+def test_truncated_zstd_member_kills_and_reaps_zstd(tmp_path, zstd_children):
+    packed = _zstd(os.urandom(200_000))
+    with open(tmp_path / "out.tar", "wb") as dest, pytest.raises(ImageError, match="truncated"):
+        debian._decompress_member(io.BytesIO(packed[:1000]), "data.tar.zst", len(packed), dest, "p.deb")
+    assert zstd_children and all(p.returncode is not None for p in zstd_children)
+
+
+def test_corrupt_zstd_member_is_an_image_error(tmp_path, zstd_children):
+    junk = os.urandom(300_000)
+    with open(tmp_path / "out.tar", "wb") as dest, pytest.raises(ImageError, match="cannot decompress"):
+        debian._decompress_member(io.BytesIO(junk), "data.tar.zst", len(junk), dest, "p.deb")
+    assert zstd_children and all(p.returncode is not None for p in zstd_children)

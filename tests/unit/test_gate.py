@@ -107,14 +107,43 @@ def test_quarantine_before_expiry_hides_a_figure_regression():
 @pytest.mark.parametrize("text, where, words", [
     ("- id: x\n  reason: r\n", "<q>:1", "'expires' is missing"),
     ("- id: x\n  reason: r\n  expires: soon\n", "<q>:3", "expected a date"),
-    ("- id: x\n  reason: r\n  expires: 2030-01-01\n  owner: me\n", "<q>:1", "unknown field 'owner'"),
+    ("- id: x\n  reason: r\n  expires: 2030-01-01\n  owner: me\n", "<q>:4", "unknown field 'owner'"),
     ("things: []\n", "<q>:1", "single key 'quarantine'"),
-    ("- [a, b\n", "<q>:2", "not valid YAML"),
+    ("- [a, b\n", "<q>:2", "YAML syntax error"),
 ])
 def test_quarantine_file_errors_name_line_and_field(text, where, words):
     with pytest.raises(ReportError) as exc:
         Quarantine.parse(text, "<q>", TODAY)
     assert exc.value.where == where and words in exc.value.message
+
+
+QUARANTINE_BOMB = """a: &a ["x","x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]
+quarantine: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]
+"""
+
+
+@pytest.mark.parametrize("text, line, words", [
+    (QUARANTINE_BOMB, 4, "aliases expand to more than"),
+    ("- id: x\n  reason: r\n  id: y\n  expires: 2030-01-01\n", 3, "duplicate key 'id' (first at line 1)"),
+    ("quarantine: []\nquarantine: []\n", 2, "duplicate key 'quarantine'"),
+    ("- " + "[" * 100 + "]" * 100 + "\n", 1, "nesting deeper than"),
+])
+def test_hostile_quarantine_file_is_a_clean_error_with_file_and_line(tmp_path, text, line, words):
+    path = tmp_path / "quarantine.yml"
+    path.write_text(text)
+    with pytest.raises(ReportError) as exc:
+        Quarantine.load(path, today=TODAY)
+    assert exc.value.where == f"{path}:{line}" and words in exc.value.message
+
+
+def test_oversized_quarantine_file_is_refused(tmp_path):
+    path = tmp_path / "quarantine.yml"
+    path.write_text("# " + "x" * (8 * 1024 * 1024) + "\n")
+    with pytest.raises(ReportError, match="larger than 8 MiB"):
+        Quarantine.load(path, today=TODAY)
 
 
 def test_apply_marks_matching_failures_for_the_reports():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lkit.errors import InfraError
+from lkit.errors import InfraError, LkitError
 from lkit.machine import accel
 
 
@@ -79,3 +79,13 @@ def test_no_dev_kvm_means_tcg_without_probing(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(accel, "probe_kvm", lambda *a, **k: pytest.fail("probed"))
     with pytest.warns(accel.AccelWarning, match="/dev/kvm does not exist"):
         assert accel.resolve("auto").accel == "tcg"
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-2", "nan", "inf", "1,5"])
+def test_bad_multiplier_env_is_a_clear_user_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("LKIT_TIMEOUT_MULTIPLIER", value)
+    with pytest.raises(LkitError) as exc:
+        accel.resolve("tcg")
+    text = str(exc.value)
+    assert "LKIT_TIMEOUT_MULTIPLIER" in text and repr(value) in text and "positive number" in text
+    assert exc.value.hint and "unset" in exc.value.hint

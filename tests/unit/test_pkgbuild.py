@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_build_takes_closure_paths_users_files(tmp_path, fake_archive):
     assert m["tmp"].isdir() and m["tmp"].mode == 0o1777
     assert read_member(store, "lkit/tool:1", "etc/passwd").decode().splitlines() == [
         "root:x:0:0:root:/root:/bin/sh", "www-data:x:33:33:www-data:/nonexistent:/usr/sbin/nologin"]
-    assert m["run.sh"].mode == 0o750 and read_member(store, "lkit/tool:1", "etc/motd") == b"hi\n"
+    assert m["run.sh"].mode == 0o755 and read_member(store, "lkit/tool:1", "etc/motd") == b"hi\n"
     # every entry: root-owned, fixed time, sorted, parents present
     names = [n for n in m]
     assert names == sorted(names)
@@ -277,6 +278,31 @@ def test_same_inputs_same_digest_in_two_fresh_stores_and_noop(tmp_path, fake_arc
     (d / "files" / "etc" / "motd").write_text("changed\n")
     changed = pkgbuild.build(d, Store(tmp_path / "s1"))
     assert changed.status == "built" and changed.digest != first.digest
+
+
+def test_files_modes_do_not_depend_on_the_checkout_umask(tmp_path, fake_archive):
+    """The same build under umask 022 and 002 (everything g+w) gives the same modes and digest."""
+    d = tool_dir(tmp_path / "u022", fake_archive)
+    (d / "files" / "run.sh").chmod(0o755)
+    (d / "files" / "etc").chmod(0o755)
+    (d / "files" / "etc" / "motd").chmod(0o644)
+    loose = tmp_path / "u002" / d.name
+    shutil.copytree(d, loose, symlinks=True)
+    for p in [loose / "files", *(loose / "files").rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o020)
+    assert (loose / "files" / "run.sh").stat().st_mode & 0o777 == 0o775
+    strict = pkgbuild.build(d, Store(tmp_path / "s022"))
+    lax_store = Store(tmp_path / "s002")
+    lax = pkgbuild.build(loose, lax_store)
+    assert lax.digest == strict.digest
+    m = layer_members(lax_store, "lkit/tool:1")
+    assert (m["run.sh"].mode, m["etc"].mode, m["etc/motd"].mode) == (0o755, 0o755, 0o644)
+
+
+def test_image_mode_keeps_only_the_exec_bit():
+    assert [pkgbuild.image_mode(m, "file") for m in (0o644, 0o664, 0o600, 0o666)] == [0o644] * 4
+    assert [pkgbuild.image_mode(m, "file") for m in (0o755, 0o775, 0o700, 0o750, 0o744)] == [0o755] * 5
+    assert [pkgbuild.image_mode(m, "dir") for m in (0o755, 0o775, 0o700)] == [0o755] * 3
 
 
 def test_missing_library_names_the_binary_and_the_package_depends(tmp_path, fake_archive):

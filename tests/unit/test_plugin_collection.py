@@ -42,3 +42,21 @@ def test_host_fixture_follows_the_format_parameter(pytester: pytest.Pytester):
     # lkit's own `host` (not testinfra's), function-scoped so a new format's VM is never missed.
     assert definition.func.__module__ == "lkit.pytest_plugin.host_fixture"
     assert definition.scope == "function"
+
+
+def test_an_unexpected_collection_error_is_reported_not_an_internal_error(pytester: pytest.Pytester,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """SpecFile.repr_failure hands non-lkit errors to pytest with pytest's own signature."""
+    from lkit.pytest_plugin.state import RunState
+
+    def boom(self: RunState, path: Path) -> None:
+        raise RuntimeError("boom while reading the suite")
+
+    monkeypatch.setattr(RunState, "suite", boom)
+    pytester.makeini("[pytest]\n")
+    suites = pytester.mkdir("suites")
+    shutil.copy(SUITES / "redisos.yml", suites / "redisos.yml")
+    result = pytester.runpytest_inprocess("suites/", "--collect-only", "-q", "-p", "no:cacheprovider")
+    text = result.stdout.str()
+    assert "INTERNALERROR" not in text and "boom while reading the suite" in text
+    result.assert_outcomes(errors=1)

@@ -21,3 +21,22 @@ def test_no_binary_artifacts_tracked():
     suffixes = {".img", ".iso", ".qcow2", ".deb", ".cpio", ".squashfs", ".fd", ".tar", ".gz", ".zst"}
     bad = [p for p in tracked_files() if p.suffix in suffixes]
     assert not bad, f"binary artifacts are tracked: {bad}"
+
+
+def test_cited_markdown_files_exist():
+    """A comment that cites a markdown file points at one in the repository (not a note kept elsewhere)."""
+    import re
+    generated = {"report.md"}  # written by runs (lkit.report), not tracked
+    present = {p.name for p in tracked_files()}
+    cited: dict[str, list[str]] = {}
+    for p in tracked_files():
+        if "tests/conformance/expected" in p.as_posix() or not p.is_file():
+            continue
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            continue
+        for name in set(re.findall(r"\b[A-Za-z0-9_.-]+\.md\b", text)):
+            cited.setdefault(name, []).append(str(p.relative_to(ROOT)))
+    missing = {n: files for n, files in cited.items() if n not in present and n not in generated}
+    assert not missing, f"files cite markdown documents the repository does not have: {missing}"

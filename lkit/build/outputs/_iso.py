@@ -1,7 +1,8 @@
 """ISO 9660 images with El Torito boot entries, written by xorriso from a staging directory.
 
 xorriso is used rather than pycdlib because pycdlib's isohybrid GPT has a wrong partition-array
-CRC (boot-facts.md). Reproducibility: SOURCE_DATE_EPOCH in the environment makes xorriso use the
+CRC (the GPT header's CRC32 of the partition entries does not match them, so GPT readers take the
+table as corrupt). Reproducibility: SOURCE_DATE_EPOCH in the environment makes xorriso use the
 fixed time for the volume dates, the volume UUID and every file date; the volume id is fixed.
 """
 

@@ -3,7 +3,8 @@
 Debian bookworm has the stub (systemd-boot-efi) but no ukify, so the sections are added with
 objcopy. The classic fixed addresses (.linux at 0x2000000, .initrd at 0x3000000) leave too little
 room for Debian's 14 MB kernel, so each section is placed after the previous one, page aligned,
-with the kernel 2 MiB aligned (boot-facts.md). The result is a PE file OVMF boots directly as
+with the kernel 2 MiB aligned (the x86_64 kernel's setup header asks for that alignment,
+kernel_alignment = CONFIG_PHYSICAL_ALIGN). The result is a PE file OVMF boots directly as
 EFI/BOOT/BOOTX64.EFI; the initrd rides inside it because the kernel cannot read the ISO by itself.
 """
 
