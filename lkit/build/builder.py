@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lkit.core.files import sha256_file
 import lkit
 from lkit.build import gotar
 from lkit.build.archive import write_initrd, write_tar
@@ -75,14 +76,6 @@ class BuiltImage:
         return sum(a.size for a in self.artifacts[fmt])
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _code_digest() -> str:
     """Digest of lkit's own build code: a changed builder must not reuse an old build."""
     root = Path(lkit.__file__).parent
@@ -119,7 +112,7 @@ def build_key(spec: Spec, resolve: Callable[[str], Image], *, sbom: bool = True)
     for entry in spec.files:
         if entry.source is not None:
             path = allowed_source(entry, spec)
-            sources[entry.path] = _sha256_file(path) if path else None
+            sources[entry.path] = sha256_file(path) if path else None
     material = {"lkit": lkit.__version__, "code": _code_digest(), "spec": spec.to_dict(), "images": digests,
                 "sources": sources, "sbom": sbom}
     blob = json.dumps(material, sort_keys=True, default=str).encode()
@@ -302,7 +295,7 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
                 for tmp_path in written:
                     final = outdir / tmp_path.name
                     os.replace(tmp_path, final)
-                    arts.append(Artifact(final, final.stat().st_size, _sha256_file(final)))
+                    arts.append(Artifact(final, final.stat().st_size, sha256_file(final)))
                 result.artifacts[fmt] = arts
     all_formats = {**previous,
                    **{fmt: [{"name": a.path.name, "size": a.size, "sha256": a.sha256, "mtime_ns": a.path.stat().st_mtime_ns}

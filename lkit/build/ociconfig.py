@@ -24,7 +24,7 @@ from typing import Any
 from lkit.build import gojson
 from lkit.errors import ImageError, LkitError, SpecError
 from lkit.spec import schema
-from lkit.spec.capabilities import CAPABILITIES, NUMBERS
+from lkit.core.capabilities import CAPABILITIES, NUMBERS
 from lkit.spec.model import ImageEntry, Spec, Volume
 from lkit.spec.yamlmarks import load_json_node
 

@@ -12,10 +12,11 @@ import json
 import uuid
 from collections.abc import Mapping
 
+from lkit.core import buildtime
 from lkit.spec.model import Spec
 
 FILENAME = "sbom.spdx.json"
-CREATED = "2017-04-18T16:30:00Z"  # LinuxKit's default build time (its defaultModTime)
+CREATED = buildtime.ISO8601
 _NAMESPACE = uuid.UUID("6f1d5f0e-4c1b-4f55-9a7e-6c6b69742d73")  # lkit's own uuid5 namespace
 
 

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lkit.core import buildtime
 from lkit.errors import BuildError
 
 MAX_SYMLINK_HOPS = 40
 # LinuxKit's defaultModTime (2017-04-18 16:30 UTC): the mtime of every entry the builder makes itself.
 # Entries from image layers keep their own.
-DEFAULT_MTIME = 1492533000
+DEFAULT_MTIME = buildtime.EPOCH
 
 
 @dataclass(frozen=True)

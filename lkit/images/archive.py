@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from lkit.core import buildtime
 from lkit.errors import ImageError
 from lkit.images import refs
 from lkit.images.oci import canonical_json, gzip_into_store
@@ -28,7 +29,7 @@ from lkit.images.store import (CHUNK, CONTAINERD_NAME, GZIP_MAGIC, LAYOUT_VERSIO
                                OCI_LAYER_GZIP, OCI_MANIFEST, REF_NAME, ZSTD_MAGIC, Descriptor, Store,
                                content_media_type)
 
-MTIME = 1492533000  # 2017-04-18 16:30 UTC
+MTIME = buildtime.EPOCH
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ PT_INTERP / DT_NEEDED / DT_RUNPATH (shared-library closure) and a kernel module'
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import os
 import posixpath
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from lkit.core.files import sha256_file
 from lkit.errors import ImageError, InfraError
 
 APT_LISTS = Path("/var/lib/apt/lists")
@@ -41,14 +41,6 @@ def cache_root() -> Path:
 
 def debs_dir() -> Path:
     return cache_root() / "debs"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- apt ----------------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from lkit.core import buildtime
 from lkit.errors import ImageError
 from lkit.images import refs
 from lkit.images.store import (CHUNK, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor, Image, Store,
                                parse_platform)
 
-CREATED = "2017-04-18T16:30:00Z"  # epoch 1492533000, the timestamp lkit writes everywhere
+CREATED = buildtime.ISO8601
 GZIP_LEVEL = 6
 
 

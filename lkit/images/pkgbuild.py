@@ -53,13 +53,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lkit.core import buildtime
 from lkit.errors import ImageError, LkitError, SpecError
 from lkit.images import debian, oci
 from lkit.images.store import Store
 from lkit.spec import schema
 from lkit.spec.yamlmarks import Node, load_yaml
 
-EPOCH = 1492533000  # 2017-04-18 16:30 UTC
+EPOCH = buildtime.EPOCH
 BUILDER_VERSION = "1"
 INPUTS_LABEL = "org.lkit.pkgbuild.inputs"
 MOBY_LABEL = "org.mobyproject.config"

@@ -11,33 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lkit.core.formats import FORMATS
 from lkit.errors import MachineError
 
-# format -> (kind, efi); kind says how QEMU gets the artifact.
-FORMAT_KINDS: dict[str, tuple[str, bool]] = {
-    "kernel+initrd": ("direct", False),
-    "kernel+squashfs": ("direct", False),
-    "iso-bios": ("cdrom", False),
-    "iso-efi": ("cdrom", True),
-    "iso-efi-initrd": ("cdrom", True),
-    "raw-bios": ("disk", False),
-    "raw-efi": ("disk", True),
-    "qcow2-bios": ("disk", False),
-    "qcow2-efi": ("disk", True),
-}
+# format -> (kind, efi); kind says how QEMU gets the artifact (lkit.core.formats has the facts).
+FORMAT_KINDS: dict[str, tuple[str, bool]] = {f.name: (f.boot, f.efi) for f in FORMATS.values() if f.boot}
 
 _SUFFIXES: dict[str, str] = {  # a single-file format's file name suffix (after NAME)
-    "iso-bios": ".iso",
-    "iso-efi": "-efi.iso",
-    "iso-efi-initrd": "-efi-initrd.iso",
-    "raw-bios": "-bios.img",
-    "raw-efi": "-efi.img",
-    "qcow2-bios": ".qcow2",
-    "qcow2-efi": "-efi.qcow2",
-}
+    f.name: f.suffixes[0] for f in FORMATS.values() if f.boot in ("cdrom", "disk")}
 
-_ALL_SUFFIXES = (*_SUFFIXES.values(), "-kernel", "-initrd.img", "-cmdline", "-squashfs.img",
-                 "-squashfs-initrd.img")
+_ALL_SUFFIXES = tuple(dict.fromkeys(s for f in FORMATS.values() if f.boot for s in f.suffixes))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lkit.spec.capabilities import names_from_mask
+from lkit.core.capabilities import names_from_mask
 
 if TYPE_CHECKING:
     from lkit.machine.vm import Machine

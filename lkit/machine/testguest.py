@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lkit.core import buildtime
 from lkit.errors import InfraError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ AGENT = REPO / "fixtures/pkgs/init/files/usr/sbin/lkit-agent"
 NET_MODULES = ("virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
                "failover", "net_failover", "virtio_net")
 OTHER_MODULES = ("button", "evdev", "pvpanic", "pvpanic-mmio")
-EPOCH = 1492533000
+EPOCH = buildtime.EPOCH
 
 INIT = r"""#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from lkit.build import ociconfig
 from lkit.pytest_plugin.state import Group
-from lkit.spec.capabilities import ALL_CAPABILITIES
+from lkit.core.capabilities import ALL_CAPABILITIES
 
 ONBOOT_EXIT = re.compile(r"lkit: onboot (\S+) exit (-?\d+)")
 ONSHUTDOWN_EXIT = re.compile(r"lkit: onshutdown (\S+) exit (-?\d+)")

@@ -284,7 +284,7 @@ class RunState:
 
 def prebuilt_image(suite: SuiteSpec, folder: Path) -> BuiltImage:
     """Artifacts built elsewhere (by LinuxKit, say), found by LinuxKit's file names."""
-    from lkit.build.builder import _sha256_file
+    from lkit.core.files import sha256_file
 
     result = BuiltImage(name=suite.spec.name, outdir=folder, key="prebuilt")
     for fmt in suite.formats:
@@ -293,5 +293,5 @@ def prebuilt_image(suite: SuiteSpec, folder: Path) -> BuiltImage:
         if missing:
             raise MachineError(f"--lkit-prebuilt {folder}: no {', '.join(missing)} for format {fmt}",
                                hint=f"build them with: linuxkit build --format {fmt} --dir {folder} {suite.path}")
-        result.artifacts[fmt] = [Artifact(folder / n, (folder / n).stat().st_size, _sha256_file(folder / n)) for n in names]
+        result.artifacts[fmt] = [Artifact(folder / n, (folder / n).stat().st_size, sha256_file(folder / n)) for n in names]
     return result

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.errors import SpecError
 from lkit.spec import schema
 from lkit.spec.model import FileEntry, ImageEntry, Kernel, Spec, Volume, Where
@@ -36,9 +37,7 @@ SECTIONS = ("onboot", "onshutdown", "services")
 
 def output_format_names() -> tuple[str, ...]:
     """Formats an `outputs:` entry may name: lkit's writers plus LinuxKit's `docker`."""
-    from lkit.build.outputs.base import FORMAT_NAMES
-
-    return (*FORMAT_NAMES, "docker")
+    return (*formats.NAMES, "docker")
 
 
 @dataclass

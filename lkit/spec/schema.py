@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from lkit.spec.capabilities import CAPABILITIES, NUMBERS
+from lkit.core.capabilities import CAPABILITIES, NUMBERS
 from lkit.spec.yamlmarks import Node, describe
 
 Check = Callable[[Node], Any]

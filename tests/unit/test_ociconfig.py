@@ -11,7 +11,7 @@ from lkit.build.ociconfig import (Bundle, IdMap, ImageInfo, bundle_prefix, gener
                                   label_config)
 from lkit.errors import ImageError, SpecError
 from lkit.spec import load_spec, load_spec_text
-from lkit.spec.capabilities import CAPABILITIES
+from lkit.core.capabilities import CAPABILITIES
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "specs" / "good" / "seed.yml"
 DEFAULT_MOUNT_DESTS = ["/dev", "/dev/pts", "/proc", "/sys", "/sys/fs/cgroup"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lkit.spec.capabilities import CAPABILITIES, FULL_MASK, mask_from_names, names_from_mask, parse_mask
+from lkit.core.capabilities import CAPABILITIES, FULL_MASK, mask_from_names, names_from_mask, parse_mask
 
 
 def test_table_numbers():

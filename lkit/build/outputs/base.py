@@ -1,7 +1,8 @@
 """What every output format receives, and the registry that maps format names to writers.
 
-A format module defines `FORMAT = OutputFormat(name=..., filenames=..., write=...)`; `FORMATS` below
-lists them all. Writers must be deterministic (same inputs, same bytes) and write atomically: build in
+A format module (named after the format: iso-efi -> iso_efi.py) defines
+`FORMAT = OutputFormat(formats.FORMATS["iso-efi"], write)`; the formats and their facts are listed in
+lkit.core.formats. Writers must be deterministic (same inputs, same bytes) and write atomically: build in
 `files.workdir`, then move finished files into `outdir` (see `publish`).
 """
 
@@ -12,9 +13,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from lkit.core import buildtime, formats
+from lkit.core.formats import FormatFacts
 
 # Fixed timestamp of every built file (LinuxKit's: 2017-04-18 16:30 UTC), as SOURCE_DATE_EPOCH.
-SOURCE_DATE_EPOCH = 1492533000
+SOURCE_DATE_EPOCH = buildtime.EPOCH
 
 
 @dataclass(frozen=True)
@@ -33,39 +36,38 @@ class BootFiles:
 
 @dataclass(frozen=True)
 class OutputFormat:
-    name: str                                   # LinuxKit's format name, e.g. "iso-efi"
-    filenames: Callable[[str], list[str]]       # NAME -> the file names this format writes
+    """A format's writer, with its facts (name, file names, firmware) from lkit.core.formats."""
+
+    facts: FormatFacts
     write: Callable[[BootFiles, Path], list[Path]]  # (files, outdir) -> written paths
-    efi: bool = False                           # boots with UEFI firmware
-    needs_kernel: bool = True                   # False: also built for a spec with no `kernel:` (tar)
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def efi(self) -> bool:
+        return self.facts.efi
+
+    @property
+    def needs_kernel(self) -> bool:
+        return self.facts.needs_kernel
+
+    def filenames(self, name: str) -> list[str]:
+        return self.facts.filenames(name)
 
 
-# format name -> module defining FORMAT
-_MODULES = {
-    "kernel+initrd": "kernel_initrd",
-    "tar": "tar",
-    "tar-kernel-initrd": "tar_kernel_initrd",
-    "iso-bios": "iso_bios",
-    "iso-efi": "iso_efi",
-    "iso-efi-initrd": "iso_efi_initrd",
-    "raw-bios": "raw_bios",
-    "raw-efi": "raw_efi",
-    "qcow2-bios": "qcow2_bios",
-    "qcow2-efi": "qcow2_efi",
-    "kernel+squashfs": "kernel_squashfs",
-}
-
-FORMAT_NAMES: tuple[str, ...] = tuple(_MODULES)
+FORMAT_NAMES: tuple[str, ...] = formats.NAMES
 
 
 def get_format(name: str) -> OutputFormat:
     """The writer of one format; unknown names get the list of known ones."""
     from lkit.errors import BuildError
 
-    module_name = _MODULES.get(name)
-    if module_name is None:
+    if name not in formats.FORMATS:
         raise BuildError(f"unknown output format {name!r}", hint="formats: " + ", ".join(FORMAT_NAMES))
-    module = importlib.import_module(f"lkit.build.outputs.{module_name}")
+    # each format's writer is the module named after it: iso-efi -> lkit.build.outputs.iso_efi
+    module = importlib.import_module("lkit.build.outputs." + name.replace("-", "_").replace("+", "_"))
     return module.FORMAT
 
 

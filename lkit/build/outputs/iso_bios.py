@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs import _bootcfg, _iso
 from lkit.build.outputs._deliver import deliver
 from lkit.build.outputs._tools import data_file
@@ -22,7 +23,7 @@ PACKAGES = _bootcfg.LOADER_PACKAGES["iso-bios"]
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}.iso"]
+    return formats.FORMATS["iso-bios"].filenames(name)
 
 
 def build_iso(files: BootFiles, out: Path) -> Path:
@@ -51,4 +52,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [deliver(built, outdir, target)]
 
 
-FORMAT = OutputFormat(name="iso-bios", filenames=filenames, write=write, efi=False)
+FORMAT = OutputFormat(formats.FORMATS["iso-bios"], write)

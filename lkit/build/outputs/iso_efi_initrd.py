@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs import _iso
 from lkit.build.outputs._deliver import deliver
 from lkit.build.outputs._esp import systemd_boot_esp
@@ -20,7 +21,7 @@ from lkit.build.outputs.base import BootFiles, OutputFormat
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}-efi-initrd.iso"]
+    return formats.FORMATS["iso-efi-initrd"].filenames(name)
 
 
 def build_iso(files: BootFiles, out: Path) -> Path:
@@ -35,4 +36,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [deliver(build_iso(files, files.workdir / target), outdir, target)]
 
 
-FORMAT = OutputFormat(name="iso-efi-initrd", filenames=filenames, write=write, efi=True)
+FORMAT = OutputFormat(formats.FORMATS["iso-efi-initrd"], write)

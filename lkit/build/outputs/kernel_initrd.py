@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs._copy import copy_into
 from lkit.build.outputs.base import BootFiles, OutputFormat
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}-kernel", f"{name}-initrd.img", f"{name}-cmdline"]
+    return formats.FORMATS["kernel+initrd"].filenames(name)
 
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:
@@ -19,4 +20,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [copy_into(files.kernel, outdir, kernel), copy_into(files.initrd, outdir, initrd), cmdline_path]
 
 
-FORMAT = OutputFormat(name="kernel+initrd", filenames=filenames, write=write)
+FORMAT = OutputFormat(formats.FORMATS["kernel+initrd"], write)

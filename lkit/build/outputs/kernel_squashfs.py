@@ -20,6 +20,7 @@ import struct
 import tarfile
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs._cpio import CpioWriter
 from lkit.build.outputs._deliver import deliver
 from lkit.build.outputs._modules import load_order, modules_in_tar
@@ -75,7 +76,7 @@ exec switch_root /newroot "$init"
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}-kernel", f"{name}-cmdline", f"{name}-squashfs.img", f"{name}-squashfs-initrd.img"]
+    return formats.FORMATS["kernel+squashfs"].filenames(name)
 
 
 def _is_static_elf(data: bytes) -> bool:
@@ -146,4 +147,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [deliver(work / n, outdir, n) for n in (kernel_name, cmdline_name, squashfs_name, initrd_name)]
 
 
-FORMAT = OutputFormat(name="kernel+squashfs", filenames=filenames, write=write, efi=False)
+FORMAT = OutputFormat(formats.FORMATS["kernel+squashfs"], write)

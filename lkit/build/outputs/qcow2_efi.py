@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs import raw_efi
 from lkit.build.outputs._deliver import deliver
 from lkit.build.outputs._qcow2 import to_qcow2
@@ -11,7 +12,7 @@ from lkit.build.outputs.base import BootFiles, OutputFormat
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}-efi.qcow2"]
+    return formats.FORMATS["qcow2-efi"].filenames(name)
 
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:
@@ -20,4 +21,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [deliver(to_qcow2(raw, files.workdir / target), outdir, target)]
 
 
-FORMAT = OutputFormat(name="qcow2-efi", filenames=filenames, write=write, efi=True)
+FORMAT = OutputFormat(formats.FORMATS["qcow2-efi"], write)

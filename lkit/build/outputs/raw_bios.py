@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs import _bootcfg
 from lkit.build.outputs._disk import ALIGN, SECTOR, deliver_disk, once_per_build, write_disk
 from lkit.build.outputs._fat import FatFile, make_fat
@@ -22,7 +23,7 @@ PACKAGES = _bootcfg.LOADER_PACKAGES["raw-bios"]
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}-bios.img"]
+    return formats.FORMATS["raw-bios"].filenames(name)
 
 
 def build_disk(files: BootFiles, out: Path) -> Path:
@@ -53,4 +54,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [deliver_disk(disk(files), files, outdir, target)]
 
 
-FORMAT = OutputFormat(name="raw-bios", filenames=filenames, write=write, efi=False)
+FORMAT = OutputFormat(formats.FORMATS["raw-bios"], write)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs._disk import ALIGN, SECTOR, deliver_disk, once_per_build, write_disk
 from lkit.build.outputs._esp import uki_esp
 from lkit.build.outputs.base import BootFiles, OutputFormat
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}-efi.img"]
+    return formats.FORMATS["raw-efi"].filenames(name)
 
 
 def build_disk(files: BootFiles, out: Path) -> Path:
@@ -32,4 +33,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [deliver_disk(disk(files), files, outdir, target)]
 
 
-FORMAT = OutputFormat(name="raw-efi", filenames=filenames, write=write, efi=True)
+FORMAT = OutputFormat(formats.FORMATS["raw-efi"], write)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs._copy import copy_into
 from lkit.build.outputs.base import BootFiles, OutputFormat
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}.tar"]
+    return formats.FORMATS["tar"].filenames(name)
 
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [copy_into((files.linuxkit_tar or files.rootfs_tar)(), outdir, filenames(files.name)[0])]
 
 
-FORMAT = OutputFormat(name="tar", filenames=filenames, write=write, needs_kernel=False)
+FORMAT = OutputFormat(formats.FORMATS["tar"], write)

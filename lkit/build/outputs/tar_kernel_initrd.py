@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lkit.core import formats
 from lkit.build.outputs._copy import tar_of_files
 from lkit.build.outputs.base import BootFiles, OutputFormat
 
 
 def filenames(name: str) -> list[str]:
-    return [f"{name}-initrd.tar"]
+    return formats.FORMATS["tar-kernel-initrd"].filenames(name)
 
 
 def write(files: BootFiles, outdir: Path) -> list[Path]:
@@ -19,4 +20,4 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     return [tar_of_files(dest, [("kernel", files.kernel), ("initrd.img", files.initrd), ("cmdline", cmdline)])]
 
 
-FORMAT = OutputFormat(name="tar-kernel-initrd", filenames=filenames, write=write)
+FORMAT = OutputFormat(formats.FORMATS["tar-kernel-initrd"], write)
