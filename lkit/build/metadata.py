@@ -41,19 +41,9 @@ def _moby(spec: Spec, *, json: bool) -> dict[str, Any]:
     def section(items: list[Any]) -> Any:
         return items if items or not json else None
 
-    kernel: dict[str, Any] = {"image": ""}
+    kernel: dict[str, Any] = {"image": ""}  # Go's zero KernelConfig when the spec has none
     if spec.kernel is not None:
-        kernel = {"image": refs.normalise(spec.kernel.image)}
-        if spec.kernel.cmdline:
-            kernel["cmdline"] = spec.kernel.cmdline
-        if spec.kernel.binary != "kernel":
-            kernel["binary"] = spec.kernel.binary
-        if spec.kernel.tar != "kernel.tar":
-            kernel["tar"] = spec.kernel.tar if spec.kernel.tar is not None else "none"
-        if spec.kernel.ucode is not None:
-            kernel["ucode"] = spec.kernel.ucode
-    elif json:
-        kernel = {"image": ""}
+        kernel = {**spec.kernel.to_dict(), "image": refs.normalise(spec.kernel.image)}
     return {
         "kernel": kernel,
         "init": section([refs.normalise(ref) for ref in spec.init]),

@@ -32,6 +32,19 @@ class Kernel:
     ucode: str | None = None
     where: Where | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """LinuxKit's kernel section: the image, then what differs from LinuxKit's defaults."""
+        out: dict[str, Any] = {"image": self.image}
+        if self.cmdline:
+            out["cmdline"] = self.cmdline
+        if self.binary != "kernel":
+            out["binary"] = self.binary
+        if self.tar != "kernel.tar":
+            out["tar"] = self.tar if self.tar is not None else "none"
+        if self.ucode is not None:
+            out["ucode"] = self.ucode
+        return out
+
 
 @dataclass
 class ImageEntry:
@@ -116,16 +129,7 @@ class Spec:
         """The merged spec in LinuxKit's YAML shape (what `lkit build --dry-run` prints)."""
         out: dict[str, Any] = {}
         if self.kernel is not None:
-            kernel: dict[str, Any] = {"image": self.kernel.image}
-            if self.kernel.cmdline:
-                kernel["cmdline"] = self.kernel.cmdline
-            if self.kernel.binary != "kernel":
-                kernel["binary"] = self.kernel.binary
-            if self.kernel.tar != "kernel.tar":
-                kernel["tar"] = self.kernel.tar if self.kernel.tar is not None else "none"
-            if self.kernel.ucode is not None:
-                kernel["ucode"] = self.kernel.ucode
-            out["kernel"] = kernel
+            out["kernel"] = self.kernel.to_dict()
         if self.init:
             out["init"] = list(self.init)
         for section in ("onboot", "onshutdown", "services"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lkit.build.outputs import qcow2_bios, qcow2_efi, raw_bios, raw_efi
+from lkit.build.outputs import _qcow2, qcow2_bios, qcow2_efi, raw_bios, raw_efi
 from lkit.build.outputs.base import BootFiles
 
 
@@ -33,10 +33,10 @@ def test_disk_made_once_for_raw_and_qcow2(tmp_path: Path, monkeypatch, raw, qcow
         return dest
 
     monkeypatch.setattr(raw, "build_disk", fake_build_disk)
-    monkeypatch.setattr(qcow2, "to_qcow2", fake_to_qcow2)
+    monkeypatch.setattr(_qcow2, "to_qcow2", fake_to_qcow2)
     files, outdir = _files(tmp_path), tmp_path / "out"
     order = [raw, qcow2] if raw_first else [qcow2, raw]
-    written = [p for fmt in order for p in fmt.write(files, outdir)]
+    written = [p for fmt in order for p in fmt.FORMAT.write(files, outdir)]
     assert len(made) == 1
     assert sorted(p.name for p in written) == sorted(raw.filenames("x") + qcow2.filenames("x"))
     assert all(p.read_bytes() == b"disk" * 1000 and p.stat().st_mode & 0o777 == 0o644 for p in written)

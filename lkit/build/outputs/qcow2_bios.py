@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lkit.core import formats
 from lkit.build.outputs import raw_bios
-from lkit.build.outputs._deliver import deliver
-from lkit.build.outputs._qcow2 import to_qcow2
-from lkit.build.outputs.base import BootFiles, OutputFormat
+from lkit.build.outputs._qcow2 import qcow2_format
 
-
-def filenames(name: str) -> list[str]:
-    return formats.FORMATS["qcow2-bios"].filenames(name)
-
-
-def write(files: BootFiles, outdir: Path) -> list[Path]:
-    (target,) = filenames(files.name)
-    raw = raw_bios.disk(files)
-    return [deliver(to_qcow2(raw, files.workdir / target), outdir, target)]
-
-
-FORMAT = OutputFormat(formats.FORMATS["qcow2-bios"], write)
+FORMAT = qcow2_format("qcow2-bios", raw_bios.disk)
+filenames = FORMAT.filenames
