@@ -36,7 +36,7 @@ def _mb(n: float) -> str:
 
 # ---- build ------------------------------------------------------------------------------------
 def check_build(group: Group) -> None:
-    built = group.run.built(group.suite)
+    built = group.built()
     for art in built.artifacts[group.format]:
         group.figures[f"size.{art.path.name}"] = art.size
     group.figures["size.total"] = built.total_size(group.format)
@@ -44,7 +44,7 @@ def check_build(group: Group) -> None:
         group.figures["build.seconds"] = round(group.run.build_seconds[group.suite.path], 3)
     if group.run.settings.prebuilt is not None or not group.run.settings.determinism:
         return
-    again = group.run.rebuilt(group.suite)
+    again = group.rebuilt()
     first = {a.path.name: a.sha256 for a in built.artifacts[group.format]}
     second = {a.path.name: a.sha256 for a in again.artifacts[group.format]}
     differ = sorted(n for n in first if first[n] != second.get(n))
