@@ -18,6 +18,7 @@ from lkit.build.builder import Artifact, BuiltImage, build
 from lkit.build.outputs.base import get_format
 from lkit.errors import LkitError, MachineError
 from lkit.images.store import Store
+from lkit.pytest_plugin import shared
 from lkit.pytest_plugin.expectations import Expectations, load_expectations
 from lkit.pytest_plugin.options import Settings
 from lkit.pytest_plugin.timing import PhaseClock
@@ -289,7 +290,9 @@ class RunState:
                 result = prebuilt_image(suite, self.settings.prebuilt)
             else:
                 outdir = self.settings.build_dir / suite.spec.name
-                result = build(suite.spec, suite.formats, outdir, store=self.store)
+                # one process of the run builds; another waits, then finds the build's stamp valid
+                with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
+                    result = build(suite.spec, suite.formats, outdir, store=self.store)
         except LkitError as exc:
             self._builds[suite.path] = exc
             raise
@@ -298,13 +301,21 @@ class RunState:
         return result
 
     def rebuilt(self, suite: SuiteSpec) -> BuiltImage:
-        """A second build of every format from scratch (no cache), once per spec: the determinism proof."""
+        """A second build of every format from scratch (no cache), once per spec and run (xdist workers
+        share it through the run folder): the determinism proof."""
         cached = self._rebuilds.get(suite.path)
         if cached is None:
             import tempfile
 
-            outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
-            cached = self._rebuilds[suite.path] = build(suite.spec, suite.formats, outdir, store=self.store, use_cache=False)
+            key = self.built(suite).key
+            saved = self.run_dir / ".shared" / f"{suite.spec.name}.rebuild.json"
+            with shared.exclusive(saved.with_suffix(".lock")):   # xdist workers: one rebuild per run
+                cached = shared.load_digests(saved, key, suite.formats)
+                if cached is None:
+                    outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
+                    cached = build(suite.spec, suite.formats, outdir, store=self.store, use_cache=False)
+                    shared.save_digests(saved, cached)
+            self._rebuilds[suite.path] = cached
         return cached
 
     def close(self) -> None:
