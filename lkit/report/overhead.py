@@ -64,6 +64,12 @@ class Overhead:
         return self.overhead - self.part("build")
 
     @property
+    def host_side(self) -> float:
+        """Beyond the build, without the guest's own shutdown (power button to `lkit: poweroff`):
+        what lkit's host side costs."""
+        return self.beyond_build - self.timing.phases.get("poweroff.guest", 0.0)
+
+    @property
     def fraction(self) -> float:
         return self.overhead / self.timing.wall if self.timing.wall > 0 else 0.0
 

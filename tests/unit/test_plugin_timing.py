@@ -226,6 +226,7 @@ def test_a_group_splits_into_build_qemu_boot_checks_tests_poweroff(tmp_path, mon
     overhead = Overhead("suites/seed.yml", "kernel+initrd", Timing(wall=clock.wall, phases=clock.snapshot()))
     assert overhead.overhead == pytest.approx(clock.wall - vm.boot - 2.5, abs=0.01)
     assert overhead.beyond_build == pytest.approx(overhead.overhead - 4, abs=0.01)
+    assert overhead.host_side == pytest.approx(overhead.beyond_build - vm.guest_off, abs=0.01)
     # the table's columns partition the wall time too
     assert sum(overhead.part(c) for c in COLUMNS if c != "wall") == pytest.approx(overhead.part("wall"), rel=0.01)
 
