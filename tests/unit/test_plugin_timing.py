@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from lkit.machine.timeline import Timeline
 from lkit.pytest_plugin.state import Group
 from lkit.pytest_plugin.timing import OTHER, PhaseClock
-from lkit.report.model import FormatRun, RunSummary, Timing
+from lkit.report.human import html
+from lkit.report.model import CheckResult, FormatRun, RunSummary, Timing
 from lkit.report.overhead import COLUMNS, Overhead, markdown_table, ordered_phases, terminal_lines
 
 pytest_plugins = ["pytester"]
@@ -255,7 +256,7 @@ def test_tables_name_each_format_and_keep_checks_in_run_order() -> None:
     timing = Timing(wall=30.0, phases={"boot": 20.0, "build": 5.0, "check.ports": 0.5, "check.boots": 0.1,
                                        "other": 4.4}, worker="gw0")
     run = FormatRun(spec="suites/linuxkit.yml", format="iso-efi", timing=timing)
-    run.checks = [SimpleNamespace(check="boots"), SimpleNamespace(check="ports")]  # type: ignore[list-item]
+    run.checks = [CheckResult("boots", "passed"), CheckResult("ports", "passed")]
     assert [k for k, _ in ordered_phases(timing, ["boots", "ports"])] == ["build", "boot", "check.boots",
                                                                          "check.ports", "other"]
     summary = RunSummary("r", "s", "f", [run], timing={"wall": 31.0, "reports": 0.05})
@@ -263,6 +264,8 @@ def test_tables_name_each_format_and_keep_checks_in_run_order() -> None:
     assert len(lines) == 3 and "suites/linuxkit.yml iso-efi" in lines[1] and "33%" in lines[1]
     assert "gw0 30.0 s" in lines[2] and "reports written in 0.05 s" in lines[2]
     assert any("| suites/linuxkit.yml | iso-efi |" in line for line in markdown_table(summary))
+    page = html(summary)
+    assert "<h2>Time per format (s)</h2>" in page and '<td title="guest boot' in page and ">check.ports<" in page
     assert terminal_lines(RunSummary("r", "s", "f", [FormatRun("a.yml", "tar")])) == []   # schema 1: no table
 
 
