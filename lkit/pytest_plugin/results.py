@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lkit.errors import EXIT_INFRA
-from lkit.pytest_plugin.state import RunState
+from lkit.pytest_plugin.state import Group, RunState
 from lkit.report.atomic import write_text
 from lkit.report.model import CheckResult, FormatRun, RunSummary, Timing
 from lkit.report.overhead import terminal_lines
@@ -88,7 +88,8 @@ class Results:
                                   properties=properties, checks=checks, timing=self._timing(group)))
         return runs
 
-    def _timing(self, group) -> Timing | None:
+    def _timing(self, group: Group | None) -> Timing | None:
+        """Where the group's wall time went (its clock's phases), for summary.json."""
         if group is None:
             return None
         group.clock.close()   # an interrupted session: the window ends here
