@@ -17,19 +17,18 @@ if TYPE_CHECKING:
 
 CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 
-# One guest command; every line is tagged so noise cannot be mistaken for data.
+# One guest command; every line is tagged so noise cannot be mistaken for data. runc and ctr are
+# Go binaries that take a few tenths of a second each to start under TCG: each runs once.
 GATHER = r"""
 echo "LASTCAP $(cat /proc/sys/kernel/cap_last_cap 2>/dev/null)"
-if command -v runc >/dev/null 2>&1; then
-  runc --root /run/runc list 2>/dev/null | while read -r id pid status rest; do
-    [ "$id" = ID ] && continue; echo "CTR runc $id $pid $status"; done
-fi
-if command -v ctr >/dev/null 2>&1; then
-  ctr -n services.linuxkit task ls 2>/dev/null | while read -r id pid status rest; do
-    [ "$id" = TASK ] && continue; echo "CTR containerd $id $pid $status"; done
-fi
-for pid in $( (runc --root /run/runc list 2>/dev/null; ctr -n services.linuxkit task ls 2>/dev/null) |
-              awk 'NR>0 && $2 ~ /^[0-9]+$/ {print $2}' | sort -u); do
+runc_out=; ctr_out=
+command -v runc >/dev/null 2>&1 && runc_out=$(runc --root /run/runc list 2>/dev/null)
+command -v ctr >/dev/null 2>&1 && ctr_out=$(ctr -n services.linuxkit task ls 2>/dev/null)
+echo "$runc_out" | while read -r id pid status rest; do
+  { [ -z "$id" ] || [ "$id" = ID ]; } && continue; echo "CTR runc $id $pid $status"; done
+echo "$ctr_out" | while read -r id pid status rest; do
+  { [ -z "$id" ] || [ "$id" = TASK ]; } && continue; echo "CTR containerd $id $pid $status"; done
+for pid in $(printf '%s\n%s\n' "$runc_out" "$ctr_out" | awk '$2 ~ /^[0-9]+$/ {print $2}' | sort -u); do
   grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb):' /proc/$pid/status 2>/dev/null | while read -r k v; do
     echo "CAP $pid ${k%:} $v"; done
 done

@@ -237,6 +237,11 @@ class Machine:
                 proc.wait(timeout=10)
 
     # -- state -------------------------------------------------------------------------------------
+    @property
+    def cont_time(self) -> float | None:
+        """time.monotonic() when `cont` was sent: t0 of the timeline (None before start)."""
+        return self._t0
+
     def _since_t0(self) -> float:
         return time.monotonic() - self._t0 if self._t0 is not None else 0.0
 

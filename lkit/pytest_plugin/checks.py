@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 
 from lkit.build import ociconfig
+from lkit.errors import LkitError
 from lkit.pytest_plugin.state import Group
 from lkit.core.capabilities import ALL_CAPABILITIES
 
@@ -36,7 +37,7 @@ def _mb(n: float) -> str:
 
 # ---- build ------------------------------------------------------------------------------------
 def check_build(group: Group) -> None:
-    built = group.run.built(group.suite)
+    built = group.built()
     for art in built.artifacts[group.format]:
         group.figures[f"size.{art.path.name}"] = art.size
     group.figures["size.total"] = built.total_size(group.format)
@@ -44,7 +45,7 @@ def check_build(group: Group) -> None:
         group.figures["build.seconds"] = round(group.run.build_seconds[group.suite.path], 3)
     if group.run.settings.prebuilt is not None or not group.run.settings.determinism:
         return
-    again = group.run.rebuilt(group.suite)
+    again = group.rebuilt()
     first = {a.path.name: a.sha256 for a in built.artifacts[group.format]}
     second = {a.path.name: a.sha256 for a in again.artifacts[group.format]}
     differ = sorted(n for n in first if first[n] != second.get(n))
@@ -231,26 +232,52 @@ def check_ports(group: Group) -> None:
     problems = []
     for port in group.suite.expectations.ports:
         host_port = vm.forward_port(port.port)
-        error = _probe_port(host_port, port.http, port.expect, deadline=time.monotonic() + 60)
+        error = _probe_port(host_port, port.http, port.expect, deadline=time.monotonic() + 60,
+                            established=_slirp_established(vm, host_port, port.port))
         if error:
             problems.append(f"guest port {port.port} (host 127.0.0.1:{host_port}): {error}")
     if problems:
         raise CheckFailed("; ".join(problems))
 
 
-def _probe_port(host_port: int, http: str | None, expect: str | None, deadline: float) -> str | None:
+def _slirp_established(vm, host_port: int, guest_port: int) -> Callable[[], bool]:
+    """Whether user-mode networking has a connection from host_port to the guest's port in state
+    ESTABLISHED (HMP `info usernet`): the guest accepted it."""
+    pattern = re.compile(rf"TCP\[ESTABLISHED\]\s+\d+\s+\S+\s+{host_port}\s+\S+\s+{guest_port}\s")
+
+    def established() -> bool:
+        try:
+            return bool(pattern.search(str(vm.qmp("human-monitor-command", **{"command-line": "info usernet"}))))
+        except LkitError:
+            return False
+    return established
+
+
+def _guest_accepted(conn: socket.socket, established: Callable[[], bool] | None, wait: float = 1.0) -> bool:
+    """User-mode NAT accepts the host's connection at once and closes it when the guest refuses.
+    Data, or slirp's own ESTABLISHED state, says the guest accepted; EOF says it refused. A silent
+    service (redis) gave neither, so the probe waited the full second; `info usernet` ends it early."""
+    end = time.monotonic() + wait
+    while True:
+        conn.settimeout(max(0.01, min(0.05, end - time.monotonic())))
+        try:
+            return conn.recv(1, socket.MSG_PEEK) != b""
+        except TimeoutError:
+            pass
+        if (established is not None and established()) or time.monotonic() >= end:
+            return True
+
+
+def _probe_port(host_port: int, http: str | None, expect: str | None, deadline: float,
+                established: Callable[[], bool] | None = None) -> str | None:
     """Retry until the deadline: a service may still be starting. Returns the last error or None."""
     error = "no answer"
     while time.monotonic() < deadline:
         try:
             if http is None:
                 with socket.create_connection(("127.0.0.1", host_port), timeout=5) as conn:
-                    conn.settimeout(1)
-                    try:
-                        if conn.recv(1, socket.MSG_PEEK) == b"":
-                            raise ConnectionError("closed at once")  # user-mode NAT accepts even if the guest refuses
-                    except TimeoutError:
-                        pass
+                    if not _guest_accepted(conn, established):
+                        raise ConnectionError("closed at once")
                 return None
             with urllib.request.urlopen(f"http://127.0.0.1:{host_port}{http}", timeout=5) as resp:
                 body = resp.read(1 << 20).decode(errors="replace")

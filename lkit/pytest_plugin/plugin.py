@@ -18,7 +18,7 @@ from lkit.pytest_plugin.fixtures import lkit_group, lkit_image, lkit_vm, machine
 from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name
 from lkit.pytest_plugin.options import Settings, add_options
 from lkit.pytest_plugin.results import Results
-from lkit.pytest_plugin.state import RunState
+from lkit.pytest_plugin.state import Group, RunState
 
 SHUTDOWN_CHECK = "shutdown"
 
@@ -119,15 +119,52 @@ def _reorder(items: list[pytest.Item]) -> None:
     items[:] = [item for _, item in sorted(enumerate(items), key=order)]
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    outcome = yield
-    report = outcome.get_result()
+def _group_of(item: pytest.Item) -> Group | None:
+    """The (spec, format) group an item belongs to (created on first use), else None."""
+    if isinstance(item, CheckItem):
+        return item.group
     key = _group_key(item)
     if key is None:
+        return None
+    run: RunState = item.config._lkit_run  # type: ignore[attr-defined]
+    return run.group(run.suite(Path(key[0])), key[1])
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A group's time window: from its first item's start to its last item's end (VM release included)."""
+    group = _group_of(item)
+    if group is not None:
+        group.clock.open()
+    yield
+    if group is not None and (nextitem is None or _group_key(nextitem) != _group_key(item)):
+        group.clock.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Each built-in check is a phase of its own; the suite's test bodies are `tests`."""
+    group = _group_of(item)
+    if group is None:
+        yield
         return
-    results: Results = item.config._lkit_results  # type: ignore[attr-defined]
-    results.record(item, report, key, infra=call.excinfo is not None and isinstance(call.excinfo.value, InfraError))
+    with group.clock.span(f"check.{item.check}" if isinstance(item, CheckItem) else "tests"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    key = _group_key(item)
+    if key is None:
+        yield
+        return
+    group = _group_of(item)
+    assert group is not None
+    with group.clock.span("report"):
+        outcome = yield
+        report = outcome.get_result()
+        results: Results = item.config._lkit_results  # type: ignore[attr-defined]
+        results.record(item, report, key, infra=call.excinfo is not None and isinstance(call.excinfo.value, InfraError))
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

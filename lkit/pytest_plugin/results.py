@@ -7,15 +7,17 @@ parts and writes the reports once.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from lkit.errors import EXIT_INFRA
-from lkit.pytest_plugin.state import RunState
+from lkit.pytest_plugin.state import Group, RunState
 from lkit.report.atomic import write_text
-from lkit.report.model import CheckResult, FormatRun, RunSummary
+from lkit.report.model import CheckResult, FormatRun, RunSummary, Timing
+from lkit.report.overhead import terminal_lines
 
 
 def _now() -> str:
@@ -37,6 +39,7 @@ class Results:
         self.run = run
         self.worker = worker
         self.started = _now()
+        self.started_clock = time.monotonic()
         self.checks: dict[tuple[str, str], list[CheckResult]] = {}
         self.lines: list[str] = []
         self.infra_failure = False  # QEMU or a host tool missing: the gate answers 11, not 1
@@ -82,30 +85,49 @@ class Results:
             properties.setdefault("lkit", __import__("lkit").__version__)
             samples = {k: list(v) for k, v in group.samples.items()} if group else {}
             runs.append(FormatRun(spec=spec_id, format=key[1], figures=figures, samples=samples,
-                                  properties=properties, checks=checks))
+                                  properties=properties, checks=checks, timing=self._timing(group)))
         return runs
+
+    def _timing(self, group: Group | None) -> Timing | None:
+        """Where the group's wall time went (its clock's phases), for summary.json."""
+        if group is None:
+            return None
+        group.clock.close()   # an interrupted session: the window ends here
+        if group.clock.first_start_epoch is None:
+            return None
+        return Timing(wall=round(group.clock.wall, 3), phases=group.clock.snapshot(),
+                      start=round(group.clock.first_start_epoch, 3), worker=self.worker or "")
 
     def finish(self, exitstatus: int) -> int | None:
         """Write this process's results; on the controller, the reports and the gate's verdict."""
         runs = self._format_runs()
         parts = self.run.run_dir / "parts"
+        session = {"wall": round(time.monotonic() - self.started_clock, 3)}
         if self.worker is not None:
             if runs:
                 parts.mkdir(parents=True, exist_ok=True)
-                summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs)
+                summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs,
+                                     timing=session)
                 write_text(parts / f"{self.worker}.json", json.dumps(summary.to_json(), indent=2, sort_keys=True))
             return None
         if parts.exists():
             for part in sorted(parts.glob("*.json")):
-                runs += RunSummary.from_json(json.loads(part.read_text())).runs
+                worker = RunSummary.from_json(json.loads(part.read_text()))
+                runs += worker.runs
+                if "wall" in worker.timing:
+                    session[f"{part.stem}.wall"] = worker.timing["wall"]
         if not runs:
             return None
         summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs,
-                             exit_status=EXIT_INFRA if self.infra_failure else exitstatus)
+                             exit_status=EXIT_INFRA if self.infra_failure else exitstatus, timing=session)
         from lkit.pytest_plugin.reporting import write_reports
 
+        started = time.monotonic()
         status, lines = write_reports(summary, self.run)
-        self.lines = lines
+        # summary.json cannot hold the time its own writing takes: it is added once the rest is written
+        summary.timing["reports"] = round(time.monotonic() - started, 3)
+        summary.save(self.run.run_dir / "summary.json")
+        self.lines = [*terminal_lines(summary), *lines]
         return status
 
     def summary_lines(self) -> list[str]:

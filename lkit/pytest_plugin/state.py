@@ -18,8 +18,10 @@ from lkit.build.builder import Artifact, BuiltImage, build
 from lkit.build.outputs.base import get_format
 from lkit.errors import LkitError, MachineError
 from lkit.images.store import Store
+from lkit.pytest_plugin import shared
 from lkit.pytest_plugin.expectations import Expectations, load_expectations
 from lkit.pytest_plugin.options import Settings
+from lkit.pytest_plugin.timing import PhaseClock
 from lkit.spec import load_spec
 from lkit.spec.model import Spec
 
@@ -68,14 +70,25 @@ class Group:
     _facts: Any = None
     closed: bool = False
     evidence: dict[str, Path] = field(default_factory=dict)
-    samples: dict[str, list[float]] = field(default_factory=dict)  # figure -> one value per boot  # attachment name -> file (screens, configs)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # figure -> one value per boot
+    clock: PhaseClock = field(default_factory=PhaseClock)           # where this group's wall time goes
 
     @property
     def key(self) -> str:
         return f"{self.suite.id}::{self.format}"
 
     def artifacts(self) -> list[Artifact]:
-        return self.run.built(self.suite).artifacts[self.format]
+        return self.built().artifacts[self.format]
+
+    def built(self) -> BuiltImage:
+        """The spec's build (once per session: only the first group of a spec pays for it)."""
+        with self.clock.span("build"):
+            return self.run.built(self.suite)
+
+    def rebuilt(self) -> BuiltImage:
+        """The determinism proof's second build from scratch (once per spec and session)."""
+        with self.clock.span("rebuild"):
+            return self.run.rebuilt(self.suite)
 
     def machine(self) -> Any:
         """The booted VM of this group; boots on first use (with the configured reruns)."""
@@ -85,20 +98,22 @@ class Group:
             raise MachineError(f"the VM did not boot: {self._boot_error}")
         if self.closed:
             raise MachineError("the VM of this group was already shut down")
-        self.run.release_others(self)
-        for attempt in range(self.run.settings.reruns + 1):
-            self.boot_attempts = attempt + 1
-            try:
-                self._vm = self._boot()
-                break
-            except LkitError as exc:
-                self._stack.__exit__(_Released, _Released(), None)
-                self._stack = ExitStack()
-                self._boot_error = exc
-                self._keep_failed_boot(attempt + 1)
-        else:
-            assert self._boot_error is not None
-            raise self._boot_error
+        with self.clock.span("poweroff"):
+            self.run.release_others(self)
+        with self.clock.span("ready"):   # QEMU's start and the guest's boot are carved out of it
+            for attempt in range(self.run.settings.reruns + 1):
+                self.boot_attempts = attempt + 1
+                try:
+                    self._vm = self._boot()
+                    break
+                except LkitError as exc:
+                    self._stack.__exit__(_Released, _Released(), None)
+                    self._stack = ExitStack()
+                    self._boot_error = exc
+                    self._keep_failed_boot(attempt + 1)
+            else:
+                assert self._boot_error is not None
+                raise self._boot_error
         self._boot_error = None
         return self._vm
 
@@ -131,14 +146,18 @@ class Group:
         workdir = self.run.vm_dir(self.key)
         console = self._console_path()
         console.parent.mkdir(parents=True, exist_ok=True)
-        vm = self._stack.enter_context(Machine(
-            target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
-            ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
-            console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
+        with self.clock.span("qemu"):   # QEMU start to `cont`
+            vm = self._stack.enter_context(Machine(
+                target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
+                ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
+                console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
         try:
-            for marker in exp.markers:
-                vm.wait_for_console_text(marker, timeout=exp.boot_timeout)
-            vm.wait_for_marker("shell", timeout=exp.boot_timeout)
+            try:
+                for marker in exp.markers:
+                    vm.wait_for_console_text(marker, timeout=exp.boot_timeout)
+                vm.wait_for_marker("shell", timeout=exp.boot_timeout)
+            finally:
+                self._record_guest(vm, "boot", getattr(vm, "cont_time", None), "services")
         except LkitError:
             self._screendump(vm)
             raise
@@ -152,13 +171,29 @@ class Group:
         exp = self.suite.expectations
         for index in range(1, self.run.settings.boots):
             workdir = self.run.vm_dir(f"{self.key}-sample{index}")
-            with Machine(boot_target(self.format, [a.path for a in self.artifacts()]), workdir=workdir,
-                         accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
-                         timeout_multiplier=self.run.settings.timeout_multiplier,
-                         badness_ignore=exp.badness_ignore, exit_shutdown_timeout=0) as vm:
-                vm.wait_for_marker("services", timeout=exp.boot_timeout)
+            started = self.clock.clock()
+            # what `qemu` and `boot` do not claim is this VM's set-up and quit: power-off
+            with self.clock.span("poweroff"), Machine(
+                    boot_target(self.format, [a.path for a in self.artifacts()]), workdir=workdir,
+                    accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
+                    timeout_multiplier=self.run.settings.timeout_multiplier,
+                    badness_ignore=exp.badness_ignore, exit_shutdown_timeout=0) as vm:
+                self.clock.record("qemu", started, vm.cont_time)
+                try:
+                    vm.wait_for_marker("services", timeout=exp.boot_timeout)
+                finally:
+                    self._record_guest(vm, "boot", vm.cont_time, "services")
                 for name, host, _guest in vm.timeline.as_list():
                     self.samples.setdefault("boot." + name.replace(":", "."), []).append(round(host, 3))
+
+    def _record_guest(self, vm: Any, phase: str, start: float | None, marker: str) -> None:
+        """The guest's own part of a wait: from `start` to its `marker` line (or to now, without one)."""
+        cont = getattr(vm, "cont_time", None)
+        if start is None:
+            return
+        entry = vm.timeline.get(marker) if cont is not None else None
+        end = cont + entry.host if entry is not None else self.clock.clock()
+        self.clock.record(phase, start, end)
 
     def _screendump(self, vm: Any) -> None:
         """The guest's screen when a boot fails (QMP screendump), kept with the run's reports."""
@@ -179,18 +214,22 @@ class Group:
 
     def shutdown(self) -> Any:
         vm = self.machine()
-        try:
-            return vm.shutdown()
-        finally:
-            self.close()
+        with self.clock.span("poweroff"):
+            asked = self.clock.clock()
+            try:
+                return vm.shutdown()
+            finally:
+                self._record_guest(vm, "poweroff.guest", asked, "poweroff")
+                self.close()
 
     def close(self) -> None:
         """Release the VM at once (QMP quit, then kill): a graceful power-off is the shutdown check's
         job, and an interrupted or finished group must not wait for a guest to power itself off."""
         self.closed = self.closed or self._vm is not None
-        self._stack.__exit__(_Released, _Released(), None)
-        self._stack = ExitStack()
-        self._vm = None
+        with self.clock.span("poweroff"):
+            self._stack.__exit__(_Released, _Released(), None)
+            self._stack = ExitStack()
+            self._vm = None
 
 
 class RunState:
@@ -251,7 +290,9 @@ class RunState:
                 result = prebuilt_image(suite, self.settings.prebuilt)
             else:
                 outdir = self.settings.build_dir / suite.spec.name
-                result = build(suite.spec, suite.formats, outdir, store=self.store)
+                # one process of the run builds; another waits, then finds the build's stamp valid
+                with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
+                    result = build(suite.spec, suite.formats, outdir, store=self.store)
         except LkitError as exc:
             self._builds[suite.path] = exc
             raise
@@ -260,13 +301,21 @@ class RunState:
         return result
 
     def rebuilt(self, suite: SuiteSpec) -> BuiltImage:
-        """A second build of every format from scratch (no cache), once per spec: the determinism proof."""
+        """A second build of every format from scratch (no cache), once per spec and run (xdist workers
+        share it through the run folder): the determinism proof."""
         cached = self._rebuilds.get(suite.path)
         if cached is None:
             import tempfile
 
-            outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
-            cached = self._rebuilds[suite.path] = build(suite.spec, suite.formats, outdir, store=self.store, use_cache=False)
+            key = self.built(suite).key
+            saved = self.run_dir / ".shared" / f"{suite.spec.name}.rebuild.json"
+            with shared.exclusive(saved.with_suffix(".lock")):   # xdist workers: one rebuild per run
+                cached = shared.load_digests(saved, key, suite.formats)
+                if cached is None:
+                    outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
+                    cached = build(suite.spec, suite.formats, outdir, store=self.store, use_cache=False)
+                    shared.save_digests(saved, cached)
+            self._rebuilds[suite.path] = cached
         return cached
 
     def close(self) -> None:

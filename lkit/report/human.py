@@ -14,6 +14,7 @@ from lkit.report.atomic import write_text
 from lkit.report.compare import Comparison
 from lkit.report.figures import human
 from lkit.report.model import FormatRun, RunSummary
+from lkit.report.overhead import html_phases, html_table, markdown_phases, markdown_table
 
 STAGES = ("kernel", "init", "services", "shell")
 COLORS = {"kernel": "#4e79a7", "init": "#f28e2b", "services": "#59a14f", "shell": "#b07aa1"}
@@ -129,6 +130,7 @@ def markdown(summary: RunSummary, comparison: Comparison | None = None) -> str:
            f"{c['error']} errors, {c['skipped']} skipped", ""]
     if comparison is not None:
         out += _md_comparison(comparison)
+    out += markdown_table(summary)
     for run in sorted(summary.runs, key=lambda r: (r.spec, r.format)):
         out += [f"## {run.spec} `{run.format}`", "", "| check | outcome | message | s |", "|---|---|---|---|"]
         for check in run.checks:
@@ -139,6 +141,7 @@ def markdown(summary: RunSummary, comparison: Comparison | None = None) -> str:
         if run.figures:
             out += ["", "| figure | value | samples |", "|---|---|---|"]
             out += [f"| {k} | {human(k, v)} | {_samples(k, run.samples.get(k))} |" for k, v in sorted(run.figures.items())]
+        out += markdown_phases(run)
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -166,6 +169,7 @@ def html(summary: RunSummary, comparison: Comparison | None = None, run_dir: Pat
         body += [f'<li class="improvement">improvement: {escape(f.line)}</li>' for f in comparison.improvements]
         body += [f"<li>note: {escape(f.line)}</li>" for f in comparison.notes]
         body.append("</ul>")
+    body += html_table(summary)
     for run in sorted(summary.runs, key=lambda r: (r.spec, r.format)):
         body.append(f"<h2>{escape(run.spec)} <code>{escape(run.format)}</code></h2>")
         svg = timeline_svg(run)
@@ -187,6 +191,7 @@ def html(summary: RunSummary, comparison: Comparison | None = None, run_dir: Pat
                      f"<td>{escape(_samples(k, run.samples.get(k)))}</td></tr>"
                      for k, v in sorted(run.figures.items())]
             body.append("</table>")
+        body += html_phases(run)
         if run.properties:
             body.append("<table><tr><th>property</th><th>value</th></tr>")
             body += [f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in sorted(run.properties.items())]

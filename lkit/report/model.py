@@ -1,7 +1,10 @@
 """The results model: what the pytest plugin fills and every writer and the gate read.
 
 One `RunSummary` per pytest session; one `FormatRun` per (spec, output format); one
-`CheckResult` per check. Serialised as versioned JSON (`"schema": 1`) in summary.json.
+`CheckResult` per check. Serialised as versioned JSON (`"schema": 2`) in summary.json.
+
+Schema 2 added `timing` (where each format's wall time went, and the session's); schema 1
+summaries still load, without it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 from lkit.errors import LkitError
 from lkit.report.atomic import write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
@@ -42,6 +46,20 @@ class CheckResult:
 
 
 @dataclass
+class Timing:
+    """Where one format's wall time went: `phases` (seconds) partition `wall`.
+
+    Phase names: build, rebuild, qemu (start to `cont`), boot (`cont` to "services started"),
+    ready, check.<name>, tests (the suite's test bodies), poweroff.guest, poweroff, report, other.
+    """
+
+    wall: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    start: float = 0.0     # epoch seconds of the first item: orders formats across xdist workers
+    worker: str = ""       # the xdist worker that ran it ("" when serial)
+
+
+@dataclass
 class FormatRun:
     """Everything measured and checked for one output format of one spec."""
 
@@ -51,6 +69,7 @@ class FormatRun:
     samples: dict[str, list[float]] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
+    timing: Timing | None = None
 
     @property
     def key(self) -> str:
@@ -71,6 +90,7 @@ class RunSummary:
     finished: str
     runs: list[FormatRun] = field(default_factory=list)
     exit_status: int | None = None
+    timing: dict[str, float] = field(default_factory=dict)  # session: wall, reports, ... (seconds)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with sorted, stable content (same run -> same bytes)."""
@@ -84,14 +104,15 @@ class RunSummary:
         if not isinstance(d, dict):
             raise ReportError("a run summary must be a JSON object", where=where)
         version = d.get("schema")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             raise ReportError(
-                f"field 'schema' is {version!r}, this lkit reads schema {SCHEMA_VERSION}",
+                f"field 'schema' is {version!r}, this lkit reads schema {', '.join(map(str, READABLE_SCHEMAS))}",
                 where=where, hint="re-run the tests with this lkit version or use a matching lkit")
         try:
             runs = sorted((_format_run(r) for r in d.get("runs", [])), key=lambda r: (r.spec, r.format))
             return cls(run_id=str(d["run_id"]), started=str(d["started"]), finished=str(d["finished"]),
-                       runs=runs, exit_status=d.get("exit_status"))
+                       runs=runs, exit_status=d.get("exit_status"),
+                       timing={str(k): float(v) for k, v in (d.get("timing") or {}).items()})
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportError(f"malformed run summary: {_describe(exc)}", where=where,
                               hint="summary.json is written by lkit; do not edit it by hand") from None
@@ -127,7 +148,12 @@ def _format_run(r: dict[str, Any]) -> FormatRun:
         figures={str(k): float(v) for k, v in r.get("figures", {}).items()},
         samples={str(k): [float(x) for x in v] for k, v in r.get("samples", {}).items()},
         properties={str(k): str(v) for k, v in r.get("properties", {}).items()},
-        checks=checks)
+        checks=checks, timing=_timing(r["timing"]) if r.get("timing") else None)
+
+
+def _timing(t: dict[str, Any]) -> Timing:
+    return Timing(wall=float(t.get("wall", 0.0)), phases={str(k): float(v) for k, v in t.get("phases", {}).items()},
+                  start=float(t.get("start", 0.0)), worker=str(t.get("worker", "")))
 
 
 def _check(c: dict[str, Any]) -> CheckResult:

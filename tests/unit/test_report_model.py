@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lkit.report.atomic import atomic_open, write_text
-from lkit.report.model import CheckResult, FormatRun, ReportError, RunSummary
+from lkit.report.model import CheckResult, FormatRun, ReportError, RunSummary, Timing
 from lkit.report.summary import run_dir, write_run, write_summary
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "reports"
@@ -27,7 +27,17 @@ def test_round_trip_is_lossless_and_stable(tmp_path):
     again = RunSummary.load(path)
     assert again == summary
     assert path.read_bytes() == again.save(tmp_path / "second.json").read_bytes()
-    assert json.loads(path.read_text())["schema"] == 1
+    assert json.loads(path.read_text())["schema"] == 2   # run-base.json is schema 1: still read, saved as 2
+
+
+def test_timing_round_trips_and_schema_1_has_none(tmp_path):
+    assert all(r.timing is None for r in base().runs) and base().timing == {}
+    run = FormatRun(spec="suites/x.yml", format="iso-efi",
+                    timing=Timing(wall=10.0, phases={"boot": 7.5, "check.files": 0.5, "other": 2.0},
+                                  start=1796400000.5, worker="gw1"))
+    summary = RunSummary("r2", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", [run], timing={"wall": 12.0})
+    loaded = RunSummary.load(summary.save(tmp_path / "summary.json"))
+    assert loaded == summary and loaded.runs[0].timing.phases["check.files"] == 0.5
 
 
 def test_plugin_style_construction_serialises(tmp_path):
