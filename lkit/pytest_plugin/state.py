@@ -178,7 +178,7 @@ class Group:
                     accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
                     timeout_multiplier=self.run.settings.timeout_multiplier,
                     badness_ignore=exp.badness_ignore, exit_shutdown_timeout=0) as vm:
-                self.clock.record("qemu", started, vm.cont_time)
+                self.clock.record("qemu", started, vm.cont_time if vm.cont_time is not None else self.clock.clock())
                 try:
                     vm.wait_for_marker("services", timeout=exp.boot_timeout)
                 finally:
