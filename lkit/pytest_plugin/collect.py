@@ -12,7 +12,7 @@ import pytest
 from lkit.errors import LkitError
 from lkit.report import allure
 from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, CheckFailed
-from lkit.pytest_plugin.state import Group, RunState, SuiteSpec
+from lkit.pytest_plugin.state import RUN, Group, RunState, SuiteSpec
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle  # repr_failure's types (not public)
@@ -34,7 +34,7 @@ class SpecFile(pytest.File):
     """A LinuxKit spec in a suite folder."""
 
     def collect(self) -> Iterator[FormatNode]:
-        run: RunState = self.config._lkit_run  # type: ignore[attr-defined]
+        run: RunState = self.config.stash[RUN]
         suite = run.suite(self.path)
         for fmt in suite.formats:
             yield FormatNode.from_parent(self, name=fmt, suite=suite)
@@ -73,7 +73,7 @@ class CheckItem(pytest.Item):
 
     @property
     def group(self) -> Group:
-        return self.config._lkit_run.group(self.suite, self.format)  # type: ignore[attr-defined]
+        return self.config.stash[RUN].group(self.suite, self.format)
 
     def runtest(self) -> None:
         allure.parameters(self.suite.id, self.format)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lkit.build.builder import Artifact
-from lkit.pytest_plugin.state import Group, SuiteSpec
+from lkit.pytest_plugin.state import RUN, Group, SuiteSpec
 
 LKIT_FIXTURES = ("lkit_format", "lkit_image", "lkit_vm", "machine", "host", "lkit_group")
 
@@ -43,7 +43,7 @@ def suite_of(node: pytest.Item | pytest.Metafunc | pytest.FixtureRequest) -> Sui
     spec_path = _module_spec_path(module, Path(path))
     if spec_path is None:
         return None
-    run = node.config._lkit_run  # type: ignore[attr-defined]
+    run = node.config.stash[RUN]
     if not any(spec_path.parent == s or s in spec_path.parents for s in run.settings.suites):
         return None
     return run.suite(spec_path)
@@ -66,7 +66,7 @@ def lkit_group(request: pytest.FixtureRequest, lkit_format: str) -> Group:
     if suite is None:
         raise pytest.UsageError(f"{request.node.nodeid}: lkit fixtures need a spec: name the module test_NAME.py beside "
                                 "NAME.yml, or set pytestmark = pytest.mark.lkit_spec('NAME.yml')")
-    return request.config._lkit_run.group(suite, lkit_format)  # type: ignore[attr-defined]
+    return request.config.stash[RUN].group(suite, lkit_format)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from lkit.pytest_plugin import fixtures
 from lkit.pytest_plugin.fixtures import lkit_group, lkit_image, lkit_vm, machine  # noqa: F401  (fixtures)
 from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name
 from lkit.pytest_plugin.options import Settings, add_options
-from lkit.pytest_plugin.results import Results
-from lkit.pytest_plugin.state import Group, RunState
+from lkit.pytest_plugin.results import RESULTS, Results
+from lkit.pytest_plugin.state import RUN, Group, RunState
 
 SHUTDOWN_CHECK = "shutdown"
 
@@ -42,8 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     run_id = workerinput["lkit_run_id"] if workerinput and "lkit_run_id" in workerinput else _new_run_id()
     run = RunState(settings, run_id)
-    config._lkit_run = run  # type: ignore[attr-defined]
-    config._lkit_results = Results(run, worker=workerinput["workerid"] if workerinput else None)  # type: ignore[attr-defined]
+    config.stash[RUN] = run
+    config.stash[RESULTS] = Results(run, worker=workerinput["workerid"] if workerinput else None)
     # Registered last so that our `host` (a testinfra Host over the guest's console) wins over
     # pytest-testinfra's own, for suite modules; elsewhere ours falls back to testinfra's.
     config.pluginmanager.register(GroupOrder(), "lkit-group-order")
@@ -56,11 +56,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
     """xdist controller -> workers: one run id, so every worker writes into the same run folder."""
-    node.workerinput["lkit_run_id"] = node.config._lkit_run.run_id
+    node.workerinput["lkit_run_id"] = node.config.stash[RUN].run_id
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    run: RunState = parent.config._lkit_run  # type: ignore[attr-defined]
+    run: RunState = parent.config.stash[RUN]
     if is_spec_file(file_path, run.settings.suites):
         return SpecFile.from_parent(parent, path=file_path)
     return None
@@ -126,7 +126,7 @@ def _group_of(item: pytest.Item) -> Group | None:
     key = _group_key(item)
     if key is None:
         return None
-    run: RunState = item.config._lkit_run  # type: ignore[attr-defined]
+    run: RunState = item.config.stash[RUN]
     return run.group(run.suite(Path(key[0])), key[1])
 
 
@@ -163,7 +163,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     with group.clock.span("report"):
         outcome = yield
         report = outcome.get_result()
-        results: Results = item.config._lkit_results  # type: ignore[attr-defined]
+        results: Results = item.config.stash[RESULTS]
         results.record(item, report, key, infra=call.excinfo is not None and isinstance(call.excinfo.value, InfraError))
 
 
@@ -173,18 +173,18 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if key is None:
         return
     if nextitem is None or _group_key(nextitem) != key:
-        run: RunState = item.config._lkit_run  # type: ignore[attr-defined]
+        run: RunState = item.config.stash[RUN]
         for group in run.groups.values():
             if (str(group.suite.path), group.format) == key:
                 keep = run.settings.keep_vm
-                if keep and group._vm is not None and item.config._lkit_results.failed(key):  # type: ignore[attr-defined]
+                if keep and group._vm is not None and item.config.stash[RESULTS].failed(key):
                     fixtures.keep_for_debugging(group, keep)
                 group.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    run: RunState | None = getattr(config, "_lkit_run", None)
+    run: RunState | None = config.stash.get(RUN, None)
     if run is None:
         return
     try:
@@ -195,7 +195,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             run.kill()
             exitstatus = session.exitstatus = pytest.ExitCode.INTERRUPTED
     finally:
-        results: Results = config._lkit_results  # type: ignore[attr-defined]
+        results: Results = config.stash[RESULTS]
         try:
             status = results.finish(int(exitstatus))
         except KeyboardInterrupt:
@@ -206,14 +206,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    results: Results | None = getattr(config, "_lkit_results", None)
+    results: Results | None = config.stash.get(RESULTS, None)
     if results is not None:
         for line in results.summary_lines():
             terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    run: RunState | None = getattr(config, "_lkit_run", None)
+    run: RunState | None = config.stash.get(RUN, None)
     if run is not None:
         run.close()
 

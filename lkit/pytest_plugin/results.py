@@ -133,3 +133,6 @@ class Results:
     def summary_lines(self) -> list[str]:
         return self.lines
 
+
+# Where the session's Results live: pytest's config.stash.
+RESULTS = pytest.StashKey[Results]()

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lkit.build.builder import Artifact, BuiltImage, build
 from lkit.build.outputs.base import get_format
 from lkit.errors import LkitError, MachineError
@@ -344,3 +346,7 @@ def prebuilt_image(suite: SuiteSpec, folder: Path) -> BuiltImage:
                                hint=f"build them with: linuxkit build --format {fmt} --dir {folder} {suite.path}")
         result.artifacts[fmt] = [Artifact(folder / n, (folder / n).stat().st_size, sha256_file(folder / n)) for n in names]
     return result
+
+
+# Where the session's RunState lives: pytest's config.stash (not an attribute pytest does not know).
+RUN = pytest.StashKey[RunState]()

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from lkit.pytest_plugin import plugin
+from lkit.pytest_plugin.results import RESULTS
+from lkit.pytest_plugin.state import RUN
 
 
 class FakeRun:
@@ -37,7 +39,7 @@ class FakeResults:
 
 
 def _session(run: FakeRun, results: FakeResults) -> SimpleNamespace:
-    config = SimpleNamespace(_lkit_run=run, _lkit_results=results)
+    config = SimpleNamespace(stash={RUN: run, RESULTS: results})
     return SimpleNamespace(config=config, exitstatus=pytest.ExitCode.OK)
 
 
