@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from lkit.errors import InfraError, MachineError
 from lkit.machine import accel as accel_mod
@@ -35,9 +35,6 @@ from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, defa
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
 from lkit.machine.timeline import Timeline, TimelineEntry
-
-if TYPE_CHECKING:
-    from lkit.machine.facts import GuestFacts
 
 BOOT_TIMEOUT = 120.0          # base seconds for the guest to get its command channel up (x multiplier)
 _FORWARD_FAILED = re.compile(r"Could not set up host forwarding rule|could not set up host forwarding",
@@ -485,11 +482,6 @@ class Machine:
     def _shutdown_reason(self) -> str | None:
         ev = next((e for e in reversed(self.events) if e.name == "SHUTDOWN"), None)
         return ev.data.get("reason") if ev else None
-
-    # -- facts -------------------------------------------------------------------------------------
-    def facts(self) -> "GuestFacts":
-        from lkit.machine.facts import gather
-        return gather(self)
 
 
 def _load_prctl() -> Any:

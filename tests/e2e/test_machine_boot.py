@@ -15,6 +15,7 @@ from lkit.machine.artifacts import BootTarget, boot_target
 from lkit.machine.testguest import SampleGuest, sample_guest
 from lkit.machine.testinfra_backend import lkit_host
 from lkit.machine.vm import Machine
+from lkit.machine.facts import gather
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_screendump_writes_a_png(vm: Machine, tmp_path: Path) -> None:
 
 
 def test_facts(vm: Machine) -> None:
-    facts = vm.facts()
+    facts = gather(vm)
     assert facts.cap_last_cap == 40          # Linux 6.1
     assert facts.containers == {}            # the sample guest runs no containers
     assert facts.onboot_exits == {"modules": 0} and facts.shell_ready

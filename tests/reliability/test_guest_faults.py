@@ -19,6 +19,7 @@ from relkit import run_lkit
 from lkit.errors import MachineError
 from lkit.machine.artifacts import BootTarget, boot_target, expand_prefix
 from lkit.machine.vm import Machine
+from lkit.machine.facts import gather
 
 pytestmark = pytest.mark.e2e
 
@@ -108,7 +109,7 @@ def test_failing_onboot_and_crashing_service(targets: dict[str, BootTarget], tmp
         m.wait_for_console_text(r"lkit: services started", BOOT_BOUND)
         onboot = re.search(r"lkit: onboot failer exit (\d+)", m.console_text())
         log = m.succeed("cat /var/log/crasher.log /var/log/onboot.failer.log", timeout=60)
-        containers = m.facts().containers
+        containers = gather(m).containers
     assert onboot and onboot.group(1) == "3", m.console_text()[-2000:]
     assert "failing on purpose" in m.console_text(), "the onboot output reaches the console"
     assert "crashing on purpose" in log and "failing on purpose" in log
