@@ -29,7 +29,7 @@ from lkit.build.outputs.base import BootFiles, get_format
 from lkit.build.rootfs import Assembler, Assembly, allowed_source
 
 from lkit.errors import BuildError, ImageError, InfraError
-from lkit.images import refs
+from lkit.images import refs, registry
 from lkit.images.store import Image, Store
 from lkit.spec.model import Spec
 
@@ -257,7 +257,7 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
 
     def resolve(ref: str) -> Image:
         if ref not in resolved:
-            resolved[ref] = store.ensure(ref, pull=pull, offline=offline, insecure=insecure)
+            resolved[ref] = registry.ensure(store, ref, pull_policy=pull, offline=offline, insecure=insecure)
         return resolved[ref]
 
     cache_dir = cache_dir or default_cache_dir()

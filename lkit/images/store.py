@@ -471,12 +471,6 @@ class Store:
                              f"{len(layers)} layers")
         return Image(ref=name, digest=desc.digest, manifest=data, config=config, layers=layers)
 
-    def ensure(self, ref: str, *, platform: str = "linux/amd64", pull: bool = False, offline: bool = False,
-               insecure: bool = False) -> Image:
-        """The builder's entry: the local image, else (unless `offline`) pulled; `pull` forces a fetch."""
-        from lkit.images import registry  # registry needs the store; import late to avoid a cycle
-        return registry.ensure(self, ref, platform=platform, pull_policy=pull, offline=offline, insecure=insecure)
-
     # -- uncompressed layers -----------------------------------------------------------------
 
     def uncompressed_layer(self, layer: Descriptor, diff_id: str) -> Path:

@@ -27,7 +27,7 @@ import pytest
 
 from lkit.errors import ImageError, InfraError
 from lkit.images.oci import add_image, canonical_json
-from lkit.images.registry import RegistryClient, pull, push
+from lkit.images.registry import RegistryClient, ensure, pull, push
 from lkit.images.registry_http import Transport
 from lkit.images.store import OCI_INDEX, Store
 
@@ -345,11 +345,11 @@ def test_store_ensure_local_first_then_registry(plain_registry: str, source: Sto
     push(source, "lkit/hello:1", dest=ref, insecure=True)
     dest = Store(tmp_path / "d")
     with pytest.raises(ImageError, match="not in the store"):
-        dest.ensure(ref, offline=True)
-    img = dest.ensure(ref, insecure=True)
-    assert dest.ensure(ref, offline=True).digest == img.digest
+        ensure(dest, ref, offline=True)
+    img = ensure(dest, ref, insecure=True)
+    assert ensure(dest, ref, offline=True).digest == img.digest
     with pytest.raises(ImageError, match="offline"):
-        dest.ensure(ref, pull=True, offline=True)
+        ensure(dest, ref, pull_policy=True, offline=True)
 
 
 @pytest.fixture(scope="module")
