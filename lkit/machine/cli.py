@@ -100,7 +100,7 @@ def run_command(args: argparse.Namespace) -> int:
         is_tty = stack.enter_context(raw_terminal(stdin_fd))
         _pump(machine, stdin_fd if is_tty else None, stop)
         if machine.running:
-            machine._quit_or_kill(0.0)   # a person asked to quit: no graceful power-down wait
+            machine.stop(graceful=False)   # a person asked to quit: no graceful power-down wait
     print("\r\nlkit: VM stopped", file=sys.stderr)
     return 0
 

@@ -109,11 +109,7 @@ class Machine:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
-            if self._proc is not None and self._shutdown is None:
-                if exc_type is None:
-                    self.shutdown(self.exit_shutdown_timeout)
-                else:
-                    self._quit_or_kill(time.monotonic())
+            self.stop(graceful=exc_type is None)
         finally:
             self.close()
 
@@ -459,6 +455,15 @@ class Machine:
             except subprocess.TimeoutExpired:
                 pass
         return self._quit_or_kill(t)
+
+    def stop(self, *, graceful: bool = True) -> ShutdownResult | None:
+        """Stop the VM, bounded: `graceful` powers the guest off (its onshutdown runs, see shutdown()),
+        otherwise QMP `quit`, then kill. Idempotent; None if it never started."""
+        if self._shutdown is not None or self._proc is None:
+            return self._shutdown
+        if graceful:
+            return self.shutdown(self.exit_shutdown_timeout)
+        return self._quit_or_kill(time.monotonic())
 
     def _quit_or_kill(self, t: float) -> ShutdownResult:
         proc, qmp = self._proc, self._qmp

@@ -29,10 +29,6 @@ from lkit.spec.model import Spec
 
 
 
-class _Released(Exception):
-    """Passed to a VM's context exit so that it quits at once instead of powering off gracefully."""
-
-
 @dataclass
 class SuiteSpec:
     """A spec file of a suite with its expectations and the formats this run tests."""
@@ -109,7 +105,7 @@ class Group:
                     self._vm = self._boot()
                     break
                 except LkitError as exc:
-                    self._stack.__exit__(_Released, _Released(), None)
+                    self._stack.close()
                     self._stack = ExitStack()
                     self._boot_error = exc
                     self._keep_failed_boot(attempt + 1)
@@ -153,6 +149,8 @@ class Group:
                 target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
                 ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
                 console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
+            # Released at once when the group closes: a graceful power-off is the shutdown check's job.
+            self._stack.callback(vm.stop, graceful=False)
         try:
             try:
                 for marker in exp.markers:
@@ -229,7 +227,7 @@ class Group:
         job, and an interrupted or finished group must not wait for a guest to power itself off."""
         self.closed = self.closed or self._vm is not None
         with self.clock.span("poweroff"):
-            self._stack.__exit__(_Released, _Released(), None)
+            self._stack.close()
             self._stack = ExitStack()
             self._vm = None
 

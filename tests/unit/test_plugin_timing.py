@@ -153,8 +153,15 @@ class FakeVM:
         self.cont_time = self.t.now
         return self
 
+    stopped: bool = False
+
+    def stop(self, *, graceful: bool = True) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.t.advance(0.05)     # quit
+
     def __exit__(self, *exc) -> None:
-        self.t.advance(0.05)     # quit
+        self.stop(graceful=False)
 
     def wait_for_console_text(self, regex: str, timeout: float) -> None:
         pass
