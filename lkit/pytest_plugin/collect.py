@@ -85,8 +85,8 @@ class CheckItem(pytest.Item):
             self._attach_evidence(group)
             raise
         finally:
-            if self.check == "boot_time" and group._vm is not None:
-                allure.attach_json(group._vm.timeline.as_list(), "boot timeline (stage, s since cont, guest uptime)")
+            if self.check == "boot_time" and group.vm is not None:
+                allure.attach_json(group.vm.timeline.as_list(), "boot timeline (stage, s since cont, guest uptime)")
 
     def _attach_evidence(self, group: Group) -> None:
         """What a person needs to see why a check failed: console, screen, the container's config."""
@@ -114,7 +114,7 @@ class CheckItem(pytest.Item):
         return text
 
     def console_excerpt(self) -> str:
-        vm = self.group._vm
+        vm = self.group.vm
         if vm is None:
             return ""
         lines = vm.console_text().splitlines()

@@ -106,7 +106,7 @@ def machine(lkit_vm: Any) -> Any:
 
 def keep_for_debugging(group: Group, seconds: float) -> None:
     """--lkit-keep-vm: leave a failed VM up for a bounded time and say how to reach it."""
-    vm = group._vm
+    vm = group.vm
     sys.stderr.write(f"\nlkit: keeping the VM of {group.key} for {seconds:.0f} s (Ctrl-C to stop early)\n"
                      f"  QMP: {getattr(vm, 'qmp_socket', '?')}\n  console: {getattr(vm, 'console_socket', '?')}\n"
                      f"  console log: {getattr(vm, 'console_log', '?')}\n")

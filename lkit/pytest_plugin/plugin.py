@@ -177,7 +177,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         for group in run.groups.values():
             if (str(group.suite.path), group.format) == key:
                 keep = run.settings.keep_vm
-                if keep and group._vm is not None and item.config.stash[RESULTS].failed(key):
+                if keep and group.vm is not None and item.config.stash[RESULTS].failed(key):
                     fixtures.keep_for_debugging(group, keep)
                 group.close()
 

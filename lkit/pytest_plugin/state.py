@@ -12,7 +12,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,6 +26,9 @@ from lkit.pytest_plugin.options import Settings
 from lkit.pytest_plugin.timing import PhaseClock
 from lkit.spec import load_spec
 from lkit.spec.model import Spec
+
+if TYPE_CHECKING:
+    from lkit.machine.vm import Machine
 
 
 
@@ -62,7 +65,7 @@ class Group:
     figures: dict[str, float] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
     boot_attempts: int = 0
-    _vm: Any = None
+    _vm: Machine | None = None
     _boot_error: LkitError | None = None
     _stack: ExitStack = field(default_factory=ExitStack)
     _facts: Any = None
@@ -88,7 +91,12 @@ class Group:
         with self.clock.span("rebuild"):
             return self.run.rebuilt(self.suite)
 
-    def machine(self) -> Any:
+    @property
+    def vm(self) -> Machine | None:
+        """The group's VM if it is booted and not yet released (machine() boots it)."""
+        return self._vm
+
+    def machine(self) -> Machine:
         """The booted VM of this group; boots on first use (with the configured reruns)."""
         if self._vm is not None:
             return self._vm
@@ -274,7 +282,7 @@ class RunState:
     def release_others(self, keep: Group) -> None:
         """Only one VM at a time per worker: memory and CPU are what a 2-core machine lacks."""
         for group in self.groups.values():
-            if group is not keep and group._vm is not None:
+            if group is not keep and group.vm is not None:
                 group.close()
 
     def built(self, suite: SuiteSpec) -> BuiltImage:
@@ -326,8 +334,8 @@ class RunState:
     def kill(self) -> None:
         """Kill every QEMU at once (no QMP), then release the rest: for a second Ctrl-C."""
         for group in self.groups.values():
-            if group._vm is not None:
-                group._vm.kill()
+            if group.vm is not None:
+                group.vm.kill()
         self.close()
 
 
