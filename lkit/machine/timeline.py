@@ -19,17 +19,25 @@ class TimelineEntry:
     detail: str = ""         # e.g. the onboot exit code
 
 
+# The one table of the boot contract's console markers: phase -> the text that starts its line
+# (onboot/onshutdown lines go on with "NAME exit RC"). The machine waits on them, the timeline stamps
+# them, the checks read the timeline.
+MARKERS: dict[str, str] = {
+    "kernel": "Linux version",
+    "banner": "Welcome to LinuxKit",
+    "init": "lkit: init start",
+    "onboot": "lkit: onboot",
+    "services": "lkit: services started",
+    "shell": "lkit: shell ready",
+    "onshutdown": "lkit: onshutdown",
+    "poweroff": "lkit: poweroff",
+}
 _UPTIME = r"(?:\s+uptime=(?P<up>[\d.]+))?"
-_MARKERS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Linux version \d"), "kernel"),
-    (re.compile(r"Welcome to LinuxKit"), "banner"),
-    (re.compile(r"lkit: init start" + _UPTIME), "init"),
-    (re.compile(r"lkit: onboot (?P<n>\S+) exit (?P<rc>-?\d+)" + _UPTIME), "onboot"),
-    (re.compile(r"lkit: services started" + _UPTIME), "services"),
-    (re.compile(r"lkit: shell ready" + _UPTIME), "shell"),
-    (re.compile(r"lkit: onshutdown (?P<n>\S+) exit (?P<rc>-?\d+)" + _UPTIME), "onshutdown"),
-    (re.compile(r"lkit: poweroff" + _UPTIME), "poweroff"),
-)
+_EXIT = r" (?P<n>\S+) exit (?P<rc>-?\d+)"
+_MARKERS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(re.escape(text) + (r" \d" if kind == "kernel" else _EXIT + _UPTIME
+                                   if kind in ("onboot", "onshutdown") else "" if kind == "banner" else _UPTIME)),
+     kind) for kind, text in MARKERS.items())
 _KERNEL_TS = re.compile(r"^\[\s*(\d+\.\d+)\]")
 
 
@@ -69,9 +77,13 @@ class Timeline:
         with self._lock:
             return next((e for e in self.entries if e.name == name), None)
 
-    def onboot_exits(self) -> dict[str, int]:
+    def exits(self, kind: str) -> dict[str, int]:
+        """NAME -> exit code of each onboot (or onshutdown) container seen, the last one winning."""
         with self._lock:
-            return {e.name.split(":", 1)[1]: int(e.detail) for e in self.entries if e.name.startswith("onboot:")}
+            return {e.name.split(":", 1)[1]: int(e.detail) for e in self.entries if e.name.startswith(kind + ":")}
+
+    def onboot_exits(self) -> dict[str, int]:
+        return self.exits("onboot")
 
     def as_list(self) -> list[tuple[str, float, float | None]]:
         with self._lock:

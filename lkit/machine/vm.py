@@ -34,7 +34,7 @@ from lkit.machine.firmware import find_ovmf
 from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
-from lkit.machine.timeline import Timeline, TimelineEntry
+from lkit.machine.timeline import MARKERS, Timeline, TimelineEntry
 
 BOOT_TIMEOUT = 120.0          # base seconds for the guest to get its command channel up (x multiplier)
 _FORWARD_FAILED = re.compile(r"Could not set up host forwarding rule|could not set up host forwarding",
@@ -49,7 +49,7 @@ class ShutdownResult:
     seconds: float
 
 
-LKIT_INIT = re.compile(rb"lkit: init start")
+LKIT_INIT = re.compile(re.escape(MARKERS["init"]).encode())
 
 
 class Machine:
@@ -312,12 +312,10 @@ class Machine:
         """Wait for a boot-contract marker line (init, services, shell, poweroff, onboot:NAME, ...) and
         return its timeline entry (host seconds since cont, guest uptime)."""
         kind, _, sub = name.partition(":")
-        texts = {"banner": "Welcome to LinuxKit", "init": "lkit: init start", "services": "lkit: services started",
-                 "shell": "lkit: shell ready", "poweroff": "lkit: poweroff", "kernel": "Linux version"}
         if kind in ("onboot", "onshutdown") and sub:
-            text = f"lkit: {kind} {re.escape(sub)} exit"
-        elif kind in texts:
-            text = texts[kind]
+            text = f"{re.escape(MARKERS[kind])} {re.escape(sub)} exit"
+        elif kind in MARKERS and kind not in ("onboot", "onshutdown"):
+            text = re.escape(MARKERS[kind])
         else:
             raise ValueError(f"unknown marker {name!r}")
         self.wait_for_console_text(text + r"[^\n]*\n", timeout)   # the whole line: the timeline has it

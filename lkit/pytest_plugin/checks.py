@@ -20,9 +20,10 @@ from lkit.build import ociconfig
 from lkit.errors import LkitError
 from lkit.pytest_plugin.state import Group
 from lkit.core.capabilities import ALL_CAPABILITIES
+from lkit.machine.timeline import MARKERS
 
-ONBOOT_EXIT = re.compile(r"lkit: onboot (\S+) exit (-?\d+)")
-ONSHUTDOWN_EXIT = re.compile(r"lkit: onshutdown (\S+) exit (-?\d+)")
+# Read from the console text after power-off (the timeline may not have its last lines yet then).
+ONSHUTDOWN_EXIT = re.compile(re.escape(MARKERS["onshutdown"]) + r" (\S+) exit (-?\d+)")
 CAP_SETS = ("effective", "permitted", "bounding")
 PROC_STATUS_FIELD = {"effective": "CapEff", "permitted": "CapPrm", "bounding": "CapBnd"}
 
@@ -107,7 +108,7 @@ def check_boot_time(group: Group) -> None:
     group.figures.update(figures)
     found = figures.get("boot.services")
     if found is None:
-        raise CheckFailed("the guest never said 'lkit: services started'")
+        raise CheckFailed(f"the guest never said {MARKERS['services']!r}")
     budget = group.suite.expectations.boot_time_budget(group.format)
     if budget is not None and found > budget:
         stages = ", ".join(f"{k[5:]} {v:.1f}s" for k, v in sorted(figures.items(), key=lambda kv: kv[1]))
@@ -116,8 +117,7 @@ def check_boot_time(group: Group) -> None:
 
 
 def check_onboot(group: Group) -> None:
-    vm = group.machine()
-    exits = {name: int(rc) for name, rc in ONBOOT_EXIT.findall(vm.console_text())}
+    exits = group.machine().timeline.exits("onboot")  # complete: the boot waited past them
     expected = [e.name for e in group.suite.spec.onboot]
     missing = [n for n in expected if n not in exits]
     failed = [f"{n} exit {exits[n]}" for n in expected if n in exits and exits[n] != 0]
@@ -302,8 +302,8 @@ def check_shutdown(group: Group) -> None:
     problems = []
     if result.method != "powerdown":
         problems.append(f"no clean power-off: QEMU had to be stopped by {result.method} after {result.seconds:.1f} s")
-    if "lkit: poweroff" not in text:
-        problems.append("the guest never printed 'lkit: poweroff'")
+    if MARKERS["poweroff"] not in text:
+        problems.append(f"the guest never printed {MARKERS['poweroff']!r}")
     missing = [n for n in expected if n not in ran]
     if missing:
         problems.append("onshutdown never ran: " + ", ".join(missing))

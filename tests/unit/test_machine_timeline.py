@@ -37,3 +37,15 @@ def test_timeline_records_first_output_markers_and_onboot_exits() -> None:
     assert tl.onboot_exits() == {"a": 0, "b": 2}
     assert tl.skew() == pytest.approx((6.1 - 5.0) - (4.0 - 3.0))
     assert tl.as_list()[2] == ("init", 5.0, 3.0)
+
+
+def test_every_marker_of_the_table_is_parsed():
+    """One table (timeline.MARKERS) gives the machine its waits and the timeline its phases."""
+    from lkit.machine.timeline import MARKERS, parse_marker
+
+    lines = {"kernel": "[    0.000000] Linux version 6.1.0 (gcc)", "banner": "Welcome to LinuxKit",
+             "onboot": "lkit: onboot dhcpcd exit 0 uptime=3.5", "onshutdown": "lkit: onshutdown x exit 1"}
+    for kind, text in MARKERS.items():
+        line = lines.get(kind, f"{text} uptime=1.25")
+        parsed = parse_marker(line)
+        assert parsed is not None and parsed[0].split(":")[0] == kind, (kind, line, parsed)
