@@ -176,28 +176,6 @@ class Tree:
         """Place a prepared node (a hard link or a fifo) at `path`."""
         return self._place(path, node, base, where)
 
-    def ensure_dir(self, path: str, mode: int = 0o755, *, base: Node | None = None) -> Node:
-        """A directory that exists already keeps its mode; a missing one is created."""
-        node = self.lookup(path, base)
-        if node is not None and node.kind == "dir":
-            return node
-        return self.add_dir(path, mode, base=base)
-
-    def remove(self, path: str, *, base: Node | None = None) -> None:
-        parts = split_path(path)
-        if not parts:
-            return
-        try:
-            parent = self._walk_dirs(base or self.root, parts[:-1], create=False)
-        except KeyError:
-            return
-        parent.children.pop(parts[-1], None)
-
-    def clear_dir(self, path: str, *, base: Node | None = None) -> None:
-        node = self.lookup(path, base)
-        if node is not None and node.kind == "dir":
-            node.children.clear()
-
     # ---- traversal ----------------------------------------------------------------------------
     def walk(self, exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str, Node]]:
         """Every node as (relative path, node), parents before children, names sorted bytewise."""
@@ -213,6 +191,3 @@ class Tree:
                     yield from visit(path + "/", child)
 
         yield from visit("", self.root)
-
-    def total_size(self) -> int:
-        return sum(n.content.length for _, n in self.walk() if n.kind == "file" and n.content)
