@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import gzip
 import json
 import os
@@ -87,7 +88,21 @@ class Staging:
     kver: str
 
 
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    """xdist workers share CACHE: one prepares it while the others wait."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def _staging() -> Staging:
+    with _cache_lock():
+        return _staging_locked()
+
+
+def _staging_locked() -> Staging:
     stamp = CACHE / "staging.done"
     root = CACHE / "root"
     if not stamp.exists():
@@ -302,7 +317,7 @@ class Initrd:
 def _initrd(containerd: bool) -> Initrd:
     staging = _staging()
     out = CACHE / f"initrd-{'containerd' if containerd else 'runc'}.img"
-    with tempfile.TemporaryDirectory(prefix="lkit-init-") as tmp:
+    with _cache_lock(), tempfile.TemporaryDirectory(prefix="lkit-init-") as tmp:
         tree = Path(tmp) / "root"
         _root_tree(tree, staging, containerd)
         _cpio_gz(tree, out)

@@ -252,3 +252,32 @@ def test_say_writes_one_line_per_console(tmp_path: Path) -> None:
     env["LKIT_CONSOLES"] = f"{a} {b}"
     subprocess.run([*SH_CMD, "-c", f'. {LIB}/lib.sh; say "lkit: init start uptime=1.23"'], env=env, check=True)
     assert a.read_text() == b.read_text() == "lkit: init start uptime=1.23\n"
+
+
+def test_stop_services_signals_by_pid_and_escalates(tmp_path: Path) -> None:
+    """Power-off stop: services found by PID (runc's pid file, containerd's init.pid) get SIGTERM with no
+    ctr/runc call; one that ignores SIGTERM gets SIGKILL after the stop timeout."""
+    env = _env(tmp_path, ["runc", "ctr"])
+    _stub(tmp_path / "bin", "usleep", 'sleep "$(awk -v u="$1" \'BEGIN { print u / 1000000 }\')"')
+    state = tmp_path / "state"
+    state.mkdir()
+    env.update(LKIT_LIB=str(LIB), LKIT_CONSOLES="/dev/stderr", LKIT_STOP_TIMEOUT="1")
+    polite = subprocess.Popen(["sleep", "60"])
+    stubborn = subprocess.Popen([*SH_CMD, "-c", 'trap "" TERM; while :; do sleep 0.1; done'])
+    try:
+        (state / "polite.pid").write_text(f"{polite.pid}\n")
+        (state / "stubborn.pid").write_text(f"{stubborn.pid}\n")
+        (state / "services.list").write_text("runc polite\nrunc stubborn\n")
+        res = subprocess.run([*SH_CMD, str(LIB / "containers.sh"), "stop"], env=env, capture_output=True, text=True,
+                             timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert polite.wait(timeout=5) == -15 and stubborn.wait(timeout=5) == -9
+    finally:
+        for p in (polite, stubborn):
+            p.kill()
+            p.wait()
+    lines = res.stderr.splitlines()
+    assert lines == ["lkit-init: service polite stopped by SIGTERM",
+                     "lkit-init: service stubborn stopped by SIGKILL after 1s"], lines
+    assert _calls(tmp_path) == [], "a service with a known PID needs no ctr/runc call"
+    assert (state / "services.list").read_text() == ""
