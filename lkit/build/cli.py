@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offline", action="store_true", help="never contact a registry: a missing image is an error")
     p.add_argument("--no-sbom", action="store_true", help="leave out sbom.spdx.json (LinuxKit writes it by default)")
     p.add_argument("--plain-http", action="store_true", help="talk plain HTTP to loopback registries (localhost:5000 ...)")
+    p.add_argument("--push", metavar="REGISTRY/REPO:TAG",
+                   help="also push the outputs as an OCI artifact to REGISTRY/REPO/<name>:TAG "
+                        "(what shards test with --lkit-prebuilt oci://REGISTRY/REPO:TAG)")
     p.set_defaults(func=run)
 
 
@@ -53,4 +56,11 @@ def run(args: argparse.Namespace) -> int:
         for art in result.artifacts[fmt]:
             print(f"{fmt:18} {state:9} {art.size:>12,}  {art.path}")
     print(f"lkit: {spec.name}: {len(formats)} format(s) in {result.seconds:.2f} s")
+    if args.push:
+        from lkit.build.publish import SCHEMES, parse_location, push_build
+
+        location, plain = (parse_location(args.push) if args.push.startswith(tuple(SCHEMES))
+                           else (args.push, args.plain_http))
+        ref, digest = push_build(result, location, store=store, plain_http=plain or args.plain_http)
+        print(f"lkit: pushed {ref}@{digest}")
     return 0

@@ -42,9 +42,10 @@ def check_build(group: Group) -> None:
     for art in built.artifacts[group.format]:
         group.figures[f"size.{art.path.name}"] = art.size
     group.figures["size.total"] = built.total_size(group.format)
-    if group.suite.path in group.run.build_seconds:
+    settings = group.run.settings
+    if group.suite.path in group.run.build_seconds and not settings.uses_prebuilt:
         group.figures["build.seconds"] = round(group.run.build_seconds[group.suite.path], 3)
-    if group.run.settings.prebuilt is not None or not group.run.settings.determinism:
+    if settings.uses_prebuilt or not settings.determinism:
         return
     again = group.rebuilt()
     first = {a.path.name: a.sha256 for a in built.artifacts[group.format]}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lkit.build.outputs.base import FORMAT_NAMES
+from lkit.pytest_plugin.shard import Shard
 
 # (option name without --lkit-, ini/help text, default, type)
 _OPTIONS: list[tuple[str, str, str | None]] = [
@@ -18,7 +19,10 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("timeout-multiplier", "multiply every guest timeout (default: by accelerator, TCG 1.0 of the budgets given)", None),
     ("store", "OCI image store (default: $LKIT_STORE or ~/.cache/lkit/store)", None),
     ("build-dir", "where specs are built (default: <rootdir>/build)", None),
-    ("prebuilt", "test artifacts already built in this folder (e.g. by linuxkit) instead of building", None),
+    ("prebuilt", "test artifacts already built instead of building: a folder (e.g. linuxkit's outputs), or "
+                 "oci://REGISTRY/REPO:TAG where `lkit build --push` / --lkit-push put them", None),
+    ("push", "push each spec's build as an OCI artifact to oci://REGISTRY/REPO:TAG (oci+http:// for a "
+             "loopback registry): shards then test it with --lkit-prebuilt", None),
     ("report-dir", "where runs write reports (default: <rootdir>/reports)", None),
     ("baseline", "baseline JSON to compare this run with; regressions fail the run", None),
     ("thresholds", "regression thresholds, e.g. 'size=5%,time=25%,time_floor=1.5s'", None),
@@ -29,6 +33,8 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("reruns", "how many times a failed boot is retried before it counts (recorded in reports)", "1"),
     ("keep-vm", "on a failed check, keep the VM running this many seconds for debugging (prints its sockets)", "0"),
     ("no-determinism", "skip the second build that checks byte-identical outputs", None),
+    ("shard", "run shard K of N (e.g. 2/3; also $LKIT_SHARD): (spec, format) groups split deterministically, "
+              "balanced by --lkit-baseline's timings when given", None),
 ]
 
 
@@ -62,6 +68,18 @@ def _get_with_base(config: pytest.Config, name: str) -> tuple[str | None, Path]:
     return (str(value) if not isinstance(value, bool) else ("1" if value else None)), base
 
 
+def oci(text: str | None) -> bool:
+    return bool(text) and str(text).startswith(("oci://", "oci+http://"))
+
+
+def _location(config: pytest.Config, name: str) -> str | None:
+    text = _get(config, name)
+    if text and not oci(text):
+        raise pytest.UsageError(f"--lkit-{name}: {text!r} is not oci://REGISTRY/REPO:TAG (or oci+http:// for a "
+                                "registry on localhost)")
+    return text
+
+
 @dataclass
 class Settings:
     rootdir: Path
@@ -81,6 +99,14 @@ class Settings:
     reruns: int
     keep_vm: float
     determinism: bool
+    shard: Shard | None = None
+    prebuilt_oci: str | None = None   # oci://... given to --lkit-prebuilt
+    push: str | None = None           # oci://... given to --lkit-push
+
+    @property
+    def uses_prebuilt(self) -> bool:
+        """Artifacts come from elsewhere (a folder or a registry): nothing is built in this run."""
+        return self.prebuilt is not None or self.prebuilt_oci is not None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -111,6 +137,11 @@ class Settings:
         suites_value, suites_base = _get_with_base(config, "suites")
         if suites_value is None:
             suites_base = root
+        # the command line, then $LKIT_SHARD (a CI matrix sets it per job), then the ini key
+        prebuilt_text = _get(config, "prebuilt")
+        shard_from = [(config.getoption("lkit_shard"), "--lkit-shard"), (os.environ.get("LKIT_SHARD"), "LKIT_SHARD"),
+                      (_get(config, "shard"), "ini key lkit_shard")]
+        shard = next((Shard.parse(text, where) for text, where in shard_from if text), None)
         store = path("store") or (Path(os.environ["LKIT_STORE"]) if os.environ.get("LKIT_STORE") else None)
         return cls(
             rootdir=root,
@@ -120,7 +151,9 @@ class Settings:
             timeout_multiplier=factor,
             store=store,
             build_dir=path("build-dir") or root / "build",
-            prebuilt=path("prebuilt"),
+            prebuilt=None if oci(prebuilt_text) else path("prebuilt"),
+            prebuilt_oci=prebuilt_text if oci(prebuilt_text) else None,
+            push=_location(config, "push"),
             report_dir=path("report-dir") or root / "reports",
             baseline=path("baseline"),
             thresholds=_get(config, "thresholds"),
@@ -130,4 +163,5 @@ class Settings:
             reruns=reruns,
             keep_vm=keep_vm,
             determinism=not bool(_get(config, "no-determinism")),
+            shard=shard,
         )

@@ -14,11 +14,13 @@ import pytest
 
 from lkit.errors import InfraError
 from lkit.pytest_plugin import fixtures
+from lkit.pytest_plugin import shard as shard_mod
 from lkit.pytest_plugin.fixtures import lkit_group, lkit_image, lkit_vm, machine  # noqa: F401  (fixtures)
 from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name
 from lkit.pytest_plugin.options import Settings, add_options
 from lkit.pytest_plugin.results import RESULTS, Results
 from lkit.pytest_plugin.state import RUN, Group, RunState
+from lkit.report.baseline import load_reference
 
 SHUTDOWN_CHECK = "shutdown"
 
@@ -89,6 +91,54 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if key is not None and not isinstance(item, CheckItem):
             item.add_marker(pytest.mark.xdist_group(f"{Path(key[0]).name}::{key[1]}"))
             item.add_marker(marker_name("lkit_", key[1]))
+    run: RunState = config.stash[RUN]
+    if run.settings.shard is not None:
+        _select_shard(run, config, items)
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0]) if mark and mark.args else shard_mod.NO_GROUP
+
+
+def _select_shard(run: RunState, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the items of this shard's groups (every machine computes the same partition)."""
+    shard = run.settings.shard
+    assert shard is not None
+    measured = shard_mod.measured_seconds(load_reference(run.settings.baseline)) if run.settings.baseline else {}
+    weights: dict[str, shard_mod.Weighed] = {}
+    for item in items:
+        name = _xdist_group(item)
+        if name in weights:
+            continue
+        if name in measured:
+            weights[name] = shard_mod.Weighed(name, measured[name], "baseline")
+            continue
+        key = _group_key(item)
+        refs = run.suite(Path(key[0])).spec.images() if key else []
+        size = shard_mod.image_bytes(refs, run.store) if key else 0
+        seconds = shard_mod.estimate_seconds(key[1], size) if key else 1.0
+        weights[name] = shard_mod.Weighed(name, seconds, "estimate")
+    # ordinary tests outside any spec run once, in shard 1, whatever they weigh
+    dealt = shard_mod.partition([w for w in weights.values() if w.group != shard_mod.NO_GROUP], shard.count)
+    mine = {w.group for w in dealt[shard.index - 1]}
+    if shard.index == 1:
+        mine.add(shard_mod.NO_GROUP)
+    keep = [item for item in items if _xdist_group(item) in mine]
+    dropped = [item for item in items if _xdist_group(item) not in mine]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    run.shard_plan = dealt[shard.index - 1]
+    for item in keep:
+        key = _group_key(item)
+        if key is not None:
+            suite = run.suite(Path(key[0]))
+            chosen = run.shard_formats.setdefault(suite.path, [])
+            if key[1] not in chosen:
+                chosen.append(key[1])
+    for suite_path, chosen in run.shard_formats.items():   # in the spec's own order
+        chosen.sort(key=run.suite(suite_path).formats.index)
 
 
 class GroupOrder:
@@ -182,11 +232,25 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 group.close()
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Say what this shard runs, before it runs (serial runs and xdist workers' collection alike)."""
+    run: RunState | None = session.config.stash.get(RUN, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if run is None or run.settings.shard is None or reporter is None:
+        return
+    for line in shard_mod.plan_lines(run.settings.shard, run.shard_plan):
+        reporter.write_line(line)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     run: RunState | None = config.stash.get(RUN, None)
     if run is None:
         return
+    if run.settings.shard is not None and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        # more shards than groups: an empty shard is a pass, not pytest's "no tests" (exit 5)
+        session.exitstatus = exitstatus = pytest.ExitCode.OK
+        config.stash[RESULTS].lines.append(f"lkit shard {run.settings.shard}: no groups in this shard, nothing to run")
     try:
         try:
             run.close()

@@ -84,8 +84,11 @@ class Results:
             properties = dict(group.properties) if group else {}
             properties.setdefault("lkit", __import__("lkit").__version__)
             samples = {k: list(v) for k, v in group.samples.items()} if group else {}
+            built = self.run.built_if_any(group.suite) if group else None
+            artifacts = {a.path.name: a.sha256 for a in built.artifacts.get(key[1], [])} if built else {}
             runs.append(FormatRun(spec=spec_id, format=key[1], figures=figures, samples=samples,
-                                  properties=properties, checks=checks, timing=self._timing(group)))
+                                  properties=properties, checks=checks, timing=self._timing(group),
+                                  artifacts=artifacts))
         return runs
 
     def _timing(self, group: Group | None) -> Timing | None:
@@ -116,10 +119,12 @@ class Results:
                 runs += worker.runs
                 if "wall" in worker.timing:
                     session[f"{part.stem}.wall"] = worker.timing["wall"]
-        if not runs:
-            return None
+        if not runs and self.run.settings.shard is None:
+            return None   # an empty shard still writes its (empty) summary: the merge counts shards
+        shard = self.run.settings.shard
         summary = RunSummary(run_id=self.run.run_id, started=self.started, finished=_now(), runs=runs,
-                             exit_status=EXIT_INFRA if self.infra_failure else exitstatus, timing=session)
+                             exit_status=EXIT_INFRA if self.infra_failure else exitstatus, timing=session,
+                             shard=str(shard) if shard else "", revision=self.run.revision)
         from lkit.pytest_plugin.reporting import write_reports
 
         started = time.monotonic()

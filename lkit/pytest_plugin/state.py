@@ -29,6 +29,7 @@ from lkit.spec.model import Spec
 
 if TYPE_CHECKING:
     from lkit.machine.vm import Machine
+    from lkit.pytest_plugin.shard import Weighed
 
 
 
@@ -254,6 +255,25 @@ class RunState:
         self._rebuilds: dict[Path, BuiltImage] = {}
         self._vm_root: Path | None = None
         self._stack = ExitStack()
+        self.shard_plan: list[Weighed] = []   # this shard's groups (--lkit-shard)
+        self.shard_formats: dict[Path, list[str]] = {}   # spec -> the formats this shard tests
+        self._revision: str | None = None
+
+    @property
+    def revision(self) -> str:
+        """A digest of the suite folders' files: shard runs of one suite revision can be merged."""
+        if self._revision is None:
+            self._revision = suite_revision(self.settings.suites)
+        return self._revision
+
+    def formats_to_build(self, suite: SuiteSpec) -> list[str]:
+        """The spec's formats this process tests: a shard builds only its own."""
+        return self.shard_formats.get(suite.path) or suite.formats
+
+    def built_if_any(self, suite: SuiteSpec) -> BuiltImage | None:
+        """The spec's build if this process made (or picked up) one."""
+        cached = self._builds.get(suite.path)
+        return cached if isinstance(cached, BuiltImage) else None
 
     @property
     def store(self) -> Store:
@@ -294,19 +314,38 @@ class RunState:
             return cached
         started = time.monotonic()
         try:
-            if self.settings.prebuilt is not None:
-                result = prebuilt_image(suite, self.settings.prebuilt)
+            if self.settings.prebuilt_oci is not None:
+                result = prebuilt_image(suite, self._fetch_prebuilt(suite), self.formats_to_build(suite))
+            elif self.settings.prebuilt is not None:
+                result = prebuilt_image(suite, self.settings.prebuilt, self.formats_to_build(suite))
             else:
                 outdir = self.settings.build_dir / suite.spec.name
                 # one process of the run builds; another waits, then finds the build's stamp valid
                 with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
-                    result = build(suite.spec, suite.formats, outdir, store=self.store)
+                    result = build(suite.spec, self.formats_to_build(suite), outdir, store=self.store)
         except LkitError as exc:
             self._builds[suite.path] = exc
             raise
         self.build_seconds[suite.path] = time.monotonic() - started
         self._builds[suite.path] = result
+        if self.settings.push and not self.settings.uses_prebuilt:
+            self._push(result)
         return result
+
+    def _fetch_prebuilt(self, suite: SuiteSpec) -> Path:
+        """The spec's build from the registry (--lkit-prebuilt oci://...), verified, in a folder of this run."""
+        from lkit.build.publish import fetch_build, parse_location
+
+        location, plain = parse_location(str(self.settings.prebuilt_oci))
+        dest = self.settings.build_dir / ".prebuilt" / suite.spec.name
+        with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
+            return fetch_build(location, suite.spec.name, dest, store=self.store, plain_http=plain)
+
+    def _push(self, built: BuiltImage) -> None:
+        from lkit.build.publish import parse_location, push_build
+
+        location, plain = parse_location(str(self.settings.push))
+        push_build(built, location, store=self.store, plain_http=plain)
 
     def rebuilt(self, suite: SuiteSpec) -> BuiltImage:
         """A second build of every format from scratch (no cache), once per spec and run (xdist workers
@@ -318,10 +357,11 @@ class RunState:
             key = self.built(suite).key
             saved = self.run_dir / ".shared" / f"{suite.spec.name}.rebuild.json"
             with shared.exclusive(saved.with_suffix(".lock")):   # xdist workers: one rebuild per run
-                cached = shared.load_digests(saved, key, suite.formats)
+                cached = shared.load_digests(saved, key, self.formats_to_build(suite))
                 if cached is None:
                     outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
-                    cached = build(suite.spec, suite.formats, outdir, store=self.store, use_cache=False)
+                    cached = build(suite.spec, self.formats_to_build(suite), outdir, store=self.store,
+                                   use_cache=False)
                     shared.save_digests(saved, cached)
             self._rebuilds[suite.path] = cached
         return cached
@@ -339,12 +379,27 @@ class RunState:
         self.close()
 
 
-def prebuilt_image(suite: SuiteSpec, folder: Path) -> BuiltImage:
+def suite_revision(folders: list[Path]) -> str:
+    """sha256 over every file of the suite folders (relative path and content), caches left out."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for folder in sorted(folders):
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                           and ".pytest_cache" not in p.parts):
+            h.update(f"{path.relative_to(folder.parent)}\0{path.stat().st_size}\0".encode())
+            h.update(path.read_bytes())
+    return "sha256:" + h.hexdigest()
+
+
+def prebuilt_image(suite: SuiteSpec, folder: Path, formats: list[str]) -> BuiltImage:
     """Artifacts built elsewhere (by LinuxKit, say), found by LinuxKit's file names."""
     from lkit.core.files import sha256_file
 
     result = BuiltImage(name=suite.spec.name, outdir=folder, key="prebuilt")
-    for fmt in suite.formats:
+    for fmt in formats:
         names = get_format(fmt).filenames(suite.spec.name)
         missing = [n for n in names if not (folder / n).exists()]
         if missing:

@@ -45,6 +45,7 @@ class FormatBaseline:
     format: str
     figures: dict[str, FigureStats] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)   # check -> usual outcome
+    wall: float = 0.0   # median wall seconds of the group (timing): what shards are balanced by
 
     @property
     def key(self) -> str:
@@ -64,6 +65,7 @@ class Baseline:
         values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         outcomes: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         names: dict[str, tuple[str, str]] = {}
+        walls: dict[str, list[float]] = defaultdict(list)
         sources: list[str] = []
         for summary in summaries:
             sources.append(summary.run_id)
@@ -76,12 +78,15 @@ class Baseline:
                         values[run.key][fig].extend(samples)
                 for check in run.checks:
                     outcomes[run.key][check.check].append(check.outcome)
+                if run.timing is not None and run.timing.wall > 0:
+                    walls[run.key].append(run.timing.wall)
         formats = {}
         for key, (spec, fmt) in sorted(names.items()):
             formats[key] = FormatBaseline(
                 spec=spec, format=fmt,
                 figures={f: FigureStats.of(v) for f, v in sorted(values[key].items())},
-                checks={c: _usual(o) for c, o in sorted(outcomes[key].items())})
+                checks={c: _usual(o) for c, o in sorted(outcomes[key].items())},
+                wall=round(median(walls[key]), 3) if walls[key] else 0.0)
         return cls(formats=formats, sources=sources)
 
     def to_json(self) -> dict[str, Any]:
@@ -100,9 +105,10 @@ class Baseline:
             formats = {
                 key: FormatBaseline(spec=str(f["spec"]), format=str(f["format"]),
                                     figures={n: FigureStats(**s) for n, s in f.get("figures", {}).items()},
-                                    checks={str(c): str(o) for c, o in f.get("checks", {}).items()})
+                                    checks={str(c): str(o) for c, o in f.get("checks", {}).items()},
+                                    wall=float(f.get("wall", 0.0)))
                 for key, f in d.get("formats", {}).items()}
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ReportError(f"malformed baseline: {exc}", where=where) from None
         return cls(formats=formats, sources=[str(s) for s in d.get("sources", [])])
 

@@ -11,6 +11,7 @@ from lkit.report.compare import Thresholds, compare
 from lkit.report.gate import Quarantine, evaluate
 from lkit.report.human import markdown, write_human
 from lkit.report.junit import write_junit
+from lkit.report.merge import load_shard, merge, write_merged
 from lkit.report.model import ReportError, RunSummary
 
 THRESHOLD_HELP = ("KEY=VALUE, repeatable: size=5 (%%), size-floor=4096 (bytes), time=20 (%%), "
@@ -38,6 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or summary.json files")
     p.add_argument("-o", "--output", required=True, help="where to write the baseline JSON")
     p.set_defaults(func=_baseline)
+
+    p = sub.add_parser("merge", help="join shard runs (--lkit-shard K/N) into one run folder; exit 11 if they "
+                                     "do not add up")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="the shards' run folders (reports/<run_id>)")
+    p.add_argument("-o", "--output", required=True, help="the merged run folder to write")
+    p.add_argument("--expect", type=int, metavar="N", help="the number of shards: a missing one is an error")
+    p.add_argument("--allure", action="append", default=[], metavar="DIR",
+                   help="Allure results folders of the shards, concatenated into OUTPUT/allure-results")
+    p.set_defaults(func=_merge)
 
     p = sub.add_parser("show", help="print a run as Markdown; --regenerate rewrites its JUnit and HTML")
     p.add_argument("run", metavar="RUN_DIR")
@@ -89,6 +99,16 @@ def _baseline(args: argparse.Namespace) -> int:
     baseline = Baseline.from_runs(summaries)
     out = baseline.save(args.output)
     print(f"baseline of {len(summaries)} run(s), {len(baseline.formats)} format(s): {out}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    shards = [load_shard(r) for r in args.runs]
+    summary = merge(shards, run_id=out.resolve().name, expect=args.expect)
+    folder = write_merged(summary, shards, out, [Path(a) for a in args.allure])
+    print(f"merged {len(shards)} run(s), {len(summary.runs)} format run(s): {folder}")
+    print(f"gate it: lkit report gate {folder}")
     return 0
 
 

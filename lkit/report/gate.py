@@ -187,7 +187,8 @@ def evaluate(new: RunSummary, comparison: Comparison | None = None,
             result.quarantined.append(f"{finding.line} ({entry.reason})")
         else:
             result.regressions.append(finding.line)
-    if not new.runs or new.exit_status == EXIT_INFRA:
+    empty_shard = not new.runs and bool(new.shard)   # more shards than groups: nothing to gate
+    if (not new.runs and not empty_shard) or new.exit_status == EXIT_INFRA:
         result.exit_code = EXIT_INFRA
         if not new.runs:
             result.failures.append("the run has no results (nothing was built or booted)")

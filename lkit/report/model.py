@@ -4,7 +4,8 @@ One `RunSummary` per pytest session; one `FormatRun` per (spec, output format); 
 `CheckResult` per check. Serialised as versioned JSON (`"schema": 2`) in summary.json.
 
 Schema 2 added `timing` (where each format's wall time went, and the session's); schema 1
-summaries still load, without it.
+summaries still load, without it. Optional in schema 2: `shard`, `revision`, `merged_from` (shards and
+their merge) and each format's `artifacts` (file name -> sha256 of what was tested).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class FormatRun:
     properties: dict[str, str] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     timing: Timing | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)   # file name -> sha256 of what was tested
 
     @property
     def key(self) -> str:
@@ -91,6 +93,9 @@ class RunSummary:
     runs: list[FormatRun] = field(default_factory=list)
     exit_status: int | None = None
     timing: dict[str, float] = field(default_factory=dict)  # session: wall, reports, ... (seconds)
+    shard: str = ""       # "K/N" when the run was one shard of a suite (--lkit-shard)
+    revision: str = ""    # digest of the suite folders' files (shards of one revision merge)
+    merged_from: list[str] = field(default_factory=list)   # run ids of the shards `lkit report merge` joined
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with sorted, stable content (same run -> same bytes)."""
@@ -112,7 +117,9 @@ class RunSummary:
             runs = sorted((_format_run(r) for r in d.get("runs", [])), key=lambda r: (r.spec, r.format))
             return cls(run_id=str(d["run_id"]), started=str(d["started"]), finished=str(d["finished"]),
                        runs=runs, exit_status=d.get("exit_status"),
-                       timing={str(k): float(v) for k, v in (d.get("timing") or {}).items()})
+                       timing={str(k): float(v) for k, v in (d.get("timing") or {}).items()},
+                       shard=str(d.get("shard", "")), revision=str(d.get("revision", "")),
+                       merged_from=[str(r) for r in d.get("merged_from", [])])
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportError(f"malformed run summary: {_describe(exc)}", where=where,
                               hint="summary.json is written by lkit; do not edit it by hand") from None
@@ -148,7 +155,8 @@ def _format_run(r: dict[str, Any]) -> FormatRun:
         figures={str(k): float(v) for k, v in r.get("figures", {}).items()},
         samples={str(k): [float(x) for x in v] for k, v in r.get("samples", {}).items()},
         properties={str(k): str(v) for k, v in r.get("properties", {}).items()},
-        checks=checks, timing=_timing(r["timing"]) if r.get("timing") else None)
+        checks=checks, timing=_timing(r["timing"]) if r.get("timing") else None,
+        artifacts={str(k): str(v) for k, v in r.get("artifacts", {}).items()})
 
 
 def _timing(t: dict[str, Any]) -> Timing:

@@ -14,6 +14,7 @@ from lkit.pytest_plugin.state import RUN
 class FakeRun:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.settings = SimpleNamespace(shard=None)
 
     def close(self) -> None:
         self.calls.append("close")

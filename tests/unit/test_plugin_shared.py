@@ -60,6 +60,7 @@ def test_two_workers_of_a_run_rebuild_once(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(state, "build", fake_build)
     settings = SimpleNamespace(report_dir=tmp_path / "reports", build_dir=tmp_path / "build", prebuilt=None,
+                               prebuilt_oci=None, push=None, uses_prebuilt=False,
                                store=tmp_path / "store")
     suite = SimpleNamespace(path=tmp_path / "seed.yml", spec=SimpleNamespace(name="seed"),
                             formats=["kernel+initrd", "iso-efi"])
