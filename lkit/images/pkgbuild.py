@@ -58,7 +58,7 @@ from lkit.errors import ImageError, LkitError, SpecError
 from lkit.images import debian, oci
 from lkit.images.store import Store
 from lkit.spec import schema
-from lkit.spec.yamlmarks import Node, load_yaml
+from lkit.spec.yamlmarks import YamlNode, load_yaml
 
 EPOCH = buildtime.EPOCH
 BUILDER_VERSION = "1"
@@ -131,14 +131,14 @@ class BuildSpec:
         return self.directory.name
 
 
-def _abs_path(node: Node) -> str:
+def _abs_path(node: YamlNode) -> str:
     text = node.as_str()
     if not text.startswith("/") or "\0" in text or ".." in text.split("/"):
         raise node.error(f"{text!r} must be an absolute path without '..'")
     return text
 
 
-def _src_dest(node: Node) -> tuple[str, str]:
+def _src_dest(node: YamlNode) -> tuple[str, str]:
     text = node.as_str()
     src, _, dest = text.partition(":")
     for part in (src, dest or src):
@@ -147,7 +147,7 @@ def _src_dest(node: Node) -> tuple[str, str]:
     return src, dest or src
 
 
-def _parse_take(node: Node) -> Take:
+def _parse_take(node: YamlNode) -> Take:
     item = node.mapping(allowed=TAKE_KINDS)
     if len(item) != 1:
         raise node.error("each take item has exactly one key", hint="one of: " + ", ".join(TAKE_KINDS))
@@ -176,7 +176,7 @@ def _parse_take(node: Node) -> Take:
     return Take(kind, [m.replace("-", "_") for m in mods], where)
 
 
-def _parse_user(name: str, node: Node) -> User:
+def _parse_user(name: str, node: YamlNode) -> User:
     if not USER_RE.match(name):
         raise node.error(f"invalid user name {name!r}")
     if isinstance(node.value, dict):
@@ -195,7 +195,7 @@ def _parse_user(name: str, node: Node) -> User:
     return User(name, uid, gid, home, shell)
 
 
-def _parse_config(node: Node) -> dict[str, Any]:
+def _parse_config(node: YamlNode) -> dict[str, Any]:
     f = node.mapping(allowed=CONFIG_KEYS)
     out: dict[str, Any] = {}
     for key, child in f.items():
