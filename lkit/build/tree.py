@@ -14,6 +14,7 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from lkit.core import buildtime
@@ -54,12 +55,22 @@ class Content:
                 yield chunk
 
 
+class NodeKind(StrEnum):
+    """What an FsNode is (its values are the strings used before: a NodeKind equals its value)."""
+
+    DIR = "dir"
+    FILE = "file"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    FIFO = "fifo"
+
+
 @dataclass
 class FsNode:
     """One entry. A "hardlink" names its target by its path from the tree's root, as a tar does;
     LinuxKit keeps it a hard link in tar outputs and makes it a relative symlink in the initrd."""
 
-    kind: str  # "dir" | "file" | "symlink" | "hardlink" | "fifo"
+    kind: NodeKind
     mode: int  # permission bits incl. setuid/setgid/sticky
     uid: int = 0
     gid: int = 0
@@ -73,8 +84,8 @@ class FsNode:
         return _TYPE_BITS[self.kind]
 
 
-_TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "hardlink": stat.S_IFLNK,
-              "fifo": stat.S_IFIFO}
+_TYPE_BITS = {NodeKind.DIR: stat.S_IFDIR, NodeKind.FILE: stat.S_IFREG, NodeKind.SYMLINK: stat.S_IFLNK,
+              NodeKind.HARDLINK: stat.S_IFLNK, NodeKind.FIFO: stat.S_IFIFO}
 
 
 def split_path(path: str, *, where: str = "") -> list[str]:
@@ -91,7 +102,7 @@ class Tree:
     """A directory tree with chroot-safe insertion."""
 
     def __init__(self) -> None:
-        self.root = FsNode("dir", 0o755)
+        self.root = FsNode(NodeKind.DIR, 0o755)
 
     # ---- lookup -------------------------------------------------------------------------------
     def _walk_dirs(self, base: FsNode, parts: list[str], *, create: bool, hops: int = 0) -> FsNode:
@@ -109,7 +120,7 @@ class Tree:
             if child is None:
                 if not create:
                     raise KeyError(name)
-                child = cur.children[name] = FsNode("dir", 0o755)
+                child = cur.children[name] = FsNode(NodeKind.DIR, 0o755)
             if child.kind == "symlink":
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
@@ -122,7 +133,7 @@ class Tree:
             if child.kind != "dir":
                 if not create:
                     raise KeyError(name)
-                child = cur.children[name] = FsNode("dir", 0o755)
+                child = cur.children[name] = FsNode(NodeKind.DIR, 0o755)
             stack.append(child)
         return stack[-1]
 
@@ -160,17 +171,17 @@ class Tree:
 
     def add_dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, base: FsNode | None = None,
                 where: str = "", mtime: int = DEFAULT_MTIME) -> FsNode:
-        return self._place(path, FsNode("dir", mode, uid, gid, mtime=mtime), base, where)
+        return self._place(path, FsNode(NodeKind.DIR, mode, uid, gid, mtime=mtime), base, where)
 
     def add_file(self, path: str, content: Content | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, *,
                  base: FsNode | None = None, where: str = "", mtime: int = DEFAULT_MTIME) -> FsNode:
         if isinstance(content, bytes):
             content = Content(data=content)
-        return self._place(path, FsNode("file", mode, uid, gid, content=content, mtime=mtime), base, where)
+        return self._place(path, FsNode(NodeKind.FILE, mode, uid, gid, content=content, mtime=mtime), base, where)
 
     def add_symlink(self, path: str, target: str, uid: int = 0, gid: int = 0, *, base: FsNode | None = None,
                     where: str = "", mode: int = 0o777, mtime: int = DEFAULT_MTIME) -> FsNode:
-        return self._place(path, FsNode("symlink", mode, uid, gid, target=target, mtime=mtime), base, where)
+        return self._place(path, FsNode(NodeKind.SYMLINK, mode, uid, gid, target=target, mtime=mtime), base, where)
 
     def add_node(self, path: str, node: FsNode, *, base: FsNode | None = None, where: str = "") -> FsNode:
         """Place a prepared node (a hard link or a fifo) at `path`."""

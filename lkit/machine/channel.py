@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from lkit.errors import MachineError
@@ -34,6 +35,15 @@ _B64_LINE = re.compile(rb"^[A-Za-z0-9+/=]*$")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A login or shell prompt at the end of the console output (busybox ash may add a cursor query ESC[6n).
 PROMPT = re.compile(rb"(login: ?|[#$] ?)(\x1b\[[0-9;?]*[A-Za-z])*$")
+
+
+class ChannelMode(StrEnum):
+    """Which command channel a Machine uses: the agent on ttyS1, the console's shell, or auto (the
+    agent if it announces itself, else the console)."""
+
+    AUTO = "auto"
+    AGENT = "agent"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,12 @@ def test_tar_has_fixed_times_and_owners(tmp_path):
 def test_hard_links_fifos_and_mtimes_as_linuxkit_writes_them(tmp_path):
     """A hard link stays one in the tar (after its target) and is a relative symlink in the cpio, as
     LinuxKit's initrd writer makes it; fifos are kept; each entry keeps its own mtime."""
-    from lkit.build.tree import FsNode
+    from lkit.build.tree import FsNode, NodeKind
 
     tree = Tree()
     tree.add_file("a/z-target", b"data", 0o755, mtime=1600000000)
-    tree.add_node("a/b/link", FsNode("hardlink", 0o755, target="a/z-target", mtime=1600000001))
-    tree.add_node("run/pipe", FsNode("fifo", 0o600, mtime=1600000002))
+    tree.add_node("a/b/link", FsNode(NodeKind.HARDLINK, 0o755, target="a/z-target", mtime=1600000001))
+    tree.add_node("run/pipe", FsNode(NodeKind.FIFO, 0o600, mtime=1600000002))
     buf = io.BytesIO()
     write_tar(tree, buf)
     buf.seek(0)
