@@ -24,9 +24,9 @@ from pathlib import Path
 from lkit.core.files import sha256_file
 import lkit
 from lkit.build import gotar
-from lkit.build.archive import write_initrd, write_tar
+from lkit.build.tree_archive import write_initrd, write_tar
 from lkit.build.outputs.base import BootFiles, get_format
-from lkit.build.rootfs import Assembler, Assembly, allowed_source
+from lkit.build.rootfs import RootfsAssembler, Assembly, allowed_source
 
 from lkit.errors import BuildError, ImageError, InfraError
 from lkit.images import refs, registry
@@ -167,7 +167,7 @@ class _BootFilesMaker:
 
     def assembly(self) -> Assembly:
         if self._assembly is None:
-            self._assembly = Assembler(self.spec, self.store, resolve=self.resolve, with_sbom=self.sbom).assemble()
+            self._assembly = RootfsAssembler(self.spec, self.store, resolve=self.resolve, with_sbom=self.sbom).assemble()
         return self._assembly
 
     def root_only(self) -> BootFiles:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lkit.build import gotar, metadata, ociconfig, sbom
 from lkit.build.gotar import GoHeader
-from lkit.build.tree import DEFAULT_MTIME, Content, Node, Tree
+from lkit.build.tree import DEFAULT_MTIME, Content, FsNode, NodeKind, Tree
 from lkit.errors import BuildError, ImageError, SpecError
 from lkit.images import refs
 from lkit.images.layers import LayerEntry, iter_layer
@@ -105,7 +105,7 @@ class _Emitter:
         self.tree = tree
         self.stream: list[GoHeader] = []
 
-    def emit(self, name: str, node: Node, *, pax: dict[str, str], base: Node | None = None, rel: str | None = None,
+    def emit(self, name: str, node: FsNode, *, pax: dict[str, str], base: FsNode | None = None, rel: str | None = None,
              where: str = "", header: GoHeader | None = None) -> None:
         """`name`: the stream's name; `rel`: the tree path inside `base` (default: `name` from the root)."""
         rel = name if rel is None else rel
@@ -128,7 +128,7 @@ class _Emitter:
         """LinuxKit's tarPrefix: a 0755 directory for every component of `path` (given with a final /)."""
         parts = path.rstrip("/").split("/")
         for n in range(1, len(parts) + 1):
-            self.emit("/".join(parts[:n]), Node("dir", 0o755, 0, 0), pax=pax)
+            self.emit("/".join(parts[:n]), FsNode(NodeKind.DIR, 0o755, 0, 0), pax=pax)
 
 
 def _naming(exc: BuildError | ImageError, image: Image, where: object) -> ImageError:
@@ -150,7 +150,7 @@ def _layer_header(entry: LayerEntry, name: str, linkname: str) -> GoHeader:
                     mtime=mtime, linkname=linkname, uname=entry.uname, gname=entry.gname, pax=pax)
 
 
-class Assembler:
+class RootfsAssembler:
     """Builds the Tree and LinuxKit's stream for one spec from the images in `store`."""
 
     def __init__(self, spec: Spec, store: Store, *, resolve: Callable[[str], Image] | None = None,
@@ -214,42 +214,42 @@ class Assembler:
         self._skeleton(prefix, base, pax, resolv_symlink=resolv_symlink, found_mtab=found_mtab)
 
     @staticmethod
-    def _replaced(path: str, header: GoHeader, *, resolv_symlink: bool) -> Node:
+    def _replaced(path: str, header: GoHeader, *, resolv_symlink: bool) -> FsNode:
         """An image's own etc/hosts or etc/resolv.conf: LinuxKit keeps its header, replaces the rest."""
         header.mtime = DEFAULT_MTIME
         if path == "etc/resolv.conf" and resolv_symlink:
             header.typeflag, header.linkname = gotar.TYPE_SYMLINK, RESOLV_SYMLINK
-            return Node("symlink", header.mode, header.uid, header.gid, target=RESOLV_SYMLINK)
+            return FsNode(NodeKind.SYMLINK, header.mode, header.uid, header.gid, target=RESOLV_SYMLINK)
         header.typeflag = gotar.TYPE_REG
         data = HOSTS if path == "etc/hosts" else RESOLV_CONF
-        return Node("file", header.mode, header.uid, header.gid, content=Content(data=data))
+        return FsNode(NodeKind.FILE, header.mode, header.uid, header.gid, content=Content(data=data))
 
-    def _layer_node(self, entry: LayerEntry, tar_path: Path, base_path: str, header: GoHeader) -> Node:
+    def _layer_node(self, entry: LayerEntry, tar_path: Path, base_path: str, header: GoHeader) -> FsNode:
         if entry.kind == "file":
-            return Node("file", entry.mode, entry.uid, entry.gid, mtime=int(header.mtime),
+            return FsNode(NodeKind.FILE, entry.mode, entry.uid, entry.gid, mtime=int(header.mtime),
                         content=Content(source=tar_path, offset=entry.offset, size=entry.size))
         if entry.kind == "hardlink":
             target = posixpath.join(base_path, entry.linkname) if base_path else entry.linkname
             header.linkname = target  # LinuxKit prefixes a hard link's target too
-            return Node("hardlink", entry.mode, entry.uid, entry.gid, target=target, mtime=int(header.mtime))
+            return FsNode(NodeKind.HARDLINK, entry.mode, entry.uid, entry.gid, target=target, mtime=int(header.mtime))
         if entry.kind == "symlink":
             header.linkname = entry.linkname
-            return Node("symlink", entry.mode, entry.uid, entry.gid, target=entry.linkname, mtime=int(header.mtime))
-        return Node(entry.kind, entry.mode, entry.uid, entry.gid, mtime=int(header.mtime))
+            return FsNode(NodeKind.SYMLINK, entry.mode, entry.uid, entry.gid, target=entry.linkname, mtime=int(header.mtime))
+        return FsNode(NodeKind(entry.kind), entry.mode, entry.uid, entry.gid, mtime=int(header.mtime))
 
-    def _skeleton(self, prefix: str, base: Node, pax: dict[str, str], *, resolv_symlink: bool, found_mtab: bool) -> None:
+    def _skeleton(self, prefix: str, base: FsNode, pax: dict[str, str], *, resolv_symlink: bool, found_mtab: bool) -> None:
         for path in SKELETON:
             if path == "etc/mtab":
                 if found_mtab:
                     continue
-                node = Node("symlink", 0o755, target="/proc/mounts")
+                node = FsNode(NodeKind.SYMLINK, 0o755, target="/proc/mounts")
             elif path == "etc/hosts":
-                node = Node("file", 0o644, content=Content(data=HOSTS))
+                node = FsNode(NodeKind.FILE, 0o644, content=Content(data=HOSTS))
             elif path == "etc/resolv.conf":
-                node = (Node("symlink", 0o644, target=RESOLV_SYMLINK) if resolv_symlink else
-                        Node("file", 0o644, content=Content(data=RESOLV_CONF)))
+                node = (FsNode(NodeKind.SYMLINK, 0o644, target=RESOLV_SYMLINK) if resolv_symlink else
+                        FsNode(NodeKind.FILE, 0o644, content=Content(data=RESOLV_CONF)))
             else:
-                node = Node("dir", 0o755)
+                node = FsNode(NodeKind.DIR, 0o755)
             self.out.emit(prefix + path, node, pax=pax, base=base, rel=path)
 
     def _init_where(self, ref: str) -> str:
@@ -264,7 +264,7 @@ class Assembler:
         if len(apk_dbs) > 1:
             # LinuxKit's apkTarWriter: several init images' apk databases are joined, not overwritten.
             joined = b"".join(b"".join(db.chunks()) + b"\n\n" for db in apk_dbs)
-            node = Node("file", 0o644, content=Content(data=joined), mtime=APK_DB_MTIME)
+            node = FsNode(NodeKind.FILE, 0o644, content=Content(data=joined), mtime=APK_DB_MTIME)
             self.out.emit(APK_DB, node, pax=_records("LINUXKIT.apkinit", "init"),
                           header=GoHeader(name=APK_DB, typeflag=gotar.TYPE_REG, mode=0o644, mtime=0, format_pax=False))
         for index, volume in enumerate(self.spec.volumes):
@@ -276,7 +276,7 @@ class Assembler:
         for index, entry in enumerate(self.spec.files):
             self._file(entry, index, added)
         if self.with_sbom:
-            self.out.emit(sbom.FILENAME, Node("file", 0o644, content=Content(data=sbom.document(self.spec, self.images))),
+            self.out.emit(sbom.FILENAME, FsNode(NodeKind.FILE, 0o644, content=Content(data=sbom.document(self.spec, self.images))),
                           pax={})
         cmdline = self.spec.kernel.cmdline if self.spec.kernel else ""
         return Assembly(self.tree, kernel, cmdline, dict(self.images), self.out.stream)
@@ -308,12 +308,12 @@ class Assembler:
                 if kernel is not None:
                     raise ImageError("found more than one possible kernel image", where=where)
                 if ucode is None:
-                    self.out.emit(BOOT_DIR, Node("dir", 0o755), pax={}, header=boot)
+                    self.out.emit(BOOT_DIR, FsNode(NodeKind.DIR, 0o755), pax={}, header=boot)
                 cmdline = spec_kernel.cmdline.encode()
-                self.out.emit("boot/cmdline", Node("file", 0o644, content=Content(data=cmdline)), pax={},
+                self.out.emit("boot/cmdline", FsNode(NodeKind.FILE, 0o644, content=Content(data=cmdline)), pax={},
                               header=GoHeader(name="boot/cmdline", typeflag=gotar.TYPE_REG, mode=0o644,
                                               mtime=DEFAULT_MTIME, pax=dict(layer_pax)))
-                self.out.emit("boot/kernel", Node("file", entry.mode, content=content), pax={},
+                self.out.emit("boot/kernel", FsNode(NodeKind.FILE, entry.mode, content=content), pax={},
                               header=GoHeader(name="boot/kernel", typeflag=gotar.TYPE_REG, mode=entry.mode,
                                               mtime=DEFAULT_MTIME, pax=dict(layer_pax)))
                 kernel = content
@@ -322,8 +322,8 @@ class Assembler:
                 self._kernel_tar(content, image.ref, ref)
             elif entry.path == spec_kernel.ucode:
                 if kernel is None:
-                    self.out.emit(BOOT_DIR, Node("dir", 0o755), pax={}, header=boot)
-                self.out.emit("boot/ucode.cpio", Node("file", entry.mode, content=content), pax={},
+                    self.out.emit(BOOT_DIR, FsNode(NodeKind.DIR, 0o755), pax={}, header=boot)
+                self.out.emit("boot/ucode.cpio", FsNode(NodeKind.FILE, entry.mode, content=content), pax={},
                               header=GoHeader(name="boot/ucode.cpio", typeflag=gotar.TYPE_REG, mode=entry.mode,
                                               mtime=DEFAULT_MTIME, pax=dict(layer_pax)))
                 ucode = content
@@ -372,8 +372,8 @@ class Assembler:
         else:
             self.out.prefix_dirs(f"{base}/lower/", _records("empty", location))
         pax = _records("linuxkit.volumes", location)
-        self.out.emit(f"{base}/tmp/", Node("dir", 0o755), pax=pax)
-        self.out.emit(f"{base}/merged/", Node("dir", 0o755), pax=pax)
+        self.out.emit(f"{base}/tmp/", FsNode(NodeKind.DIR, 0o755), pax=pax)
+        self.out.emit(f"{base}/merged/", FsNode(NodeKind.DIR, 0o755), pax=pax)
 
     def _bundle(self, entry: ImageEntry, path: str, location: str) -> None:
         image = self._image(entry.image, entry.where)
@@ -396,13 +396,13 @@ class Assembler:
             self._unpacked[key] = bundle.root
         else:
             self.out.prefix_dirs(path + "/", pax)
-        self.out.emit(f"{path}/config.json", Node("file", 0o644, content=Content(data=bundle.config_json())), pax=pax)
+        self.out.emit(f"{path}/config.json", FsNode(NodeKind.FILE, 0o644, content=Content(data=bundle.config_json())), pax=pax)
         if not bundle.readonly:
-            self.out.emit(f"{path}/tmp", Node("dir", 0o755), pax=pax)
-            self.out.emit(f"{path}/rootfs", Node("dir", 0o755), pax=pax)
+            self.out.emit(f"{path}/tmp", FsNode(NodeKind.DIR, 0o755), pax=pax)
+            self.out.emit(f"{path}/rootfs", FsNode(NodeKind.DIR, 0o755), pax=pax)
         elif shared is not None:
-            self.out.emit(f"{path}/rootfs", Node("dir", 0o755), pax=pax)
-        self.out.emit(f"{path}/runtime.json", Node("file", 0o644, content=Content(data=bundle.runtime_json())), pax=pax)
+            self.out.emit(f"{path}/rootfs", FsNode(NodeKind.DIR, 0o755), pax=pax)
+        self.out.emit(f"{path}/runtime.json", FsNode(NodeKind.FILE, 0o644, content=Content(data=bundle.runtime_json())), pax=pax)
 
     def _file(self, entry: FileEntry, index: int, added: set[str]) -> None:
         """LinuxKit's `files` rules, its quirk included: each missing parent directory gets the file's
@@ -432,15 +432,15 @@ class Assembler:
                 continue
             root = f"{root}/{part}" if root else part
             if root not in added:
-                self.out.emit(root, Node("dir", dir_mode(mode), uid, gid), pax=pax, where=where)
+                self.out.emit(root, FsNode(NodeKind.DIR, dir_mode(mode), uid, gid), pax=pax, where=where)
                 added.add(root)
         added.add(name)
         if entry.directory:
-            node = Node("dir", mode, uid, gid)
+            node = FsNode(NodeKind.DIR, mode, uid, gid)
         elif entry.symlink is not None:
-            node = Node("symlink", mode, uid, gid, target=entry.symlink)
+            node = FsNode(NodeKind.SYMLINK, mode, uid, gid, target=entry.symlink)
         else:
-            node = Node("file", mode, uid, gid, content=Content(data=data))
+            node = FsNode(NodeKind.FILE, mode, uid, gid, content=Content(data=data))
         self.out.emit(name, node, pax=pax, where=where)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from lkit.core import buildtime
@@ -54,18 +55,28 @@ class Content:
                 yield chunk
 
 
+class NodeKind(StrEnum):
+    """What an FsNode is (its values are the strings used before: a NodeKind equals its value)."""
+
+    DIR = "dir"
+    FILE = "file"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    FIFO = "fifo"
+
+
 @dataclass
-class Node:
+class FsNode:
     """One entry. A "hardlink" names its target by its path from the tree's root, as a tar does;
     LinuxKit keeps it a hard link in tar outputs and makes it a relative symlink in the initrd."""
 
-    kind: str  # "dir" | "file" | "symlink" | "hardlink" | "fifo"
+    kind: NodeKind
     mode: int  # permission bits incl. setuid/setgid/sticky
     uid: int = 0
     gid: int = 0
     content: Content | None = None
     target: str = ""
-    children: dict[str, Node] = field(default_factory=dict)
+    children: dict[str, FsNode] = field(default_factory=dict)
     mtime: int = DEFAULT_MTIME
 
     @property
@@ -73,8 +84,8 @@ class Node:
         return _TYPE_BITS[self.kind]
 
 
-_TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "hardlink": stat.S_IFLNK,
-              "fifo": stat.S_IFIFO}
+_TYPE_BITS = {NodeKind.DIR: stat.S_IFDIR, NodeKind.FILE: stat.S_IFREG, NodeKind.SYMLINK: stat.S_IFLNK,
+              NodeKind.HARDLINK: stat.S_IFLNK, NodeKind.FIFO: stat.S_IFIFO}
 
 
 def split_path(path: str, *, where: str = "") -> list[str]:
@@ -91,10 +102,10 @@ class Tree:
     """A directory tree with chroot-safe insertion."""
 
     def __init__(self) -> None:
-        self.root = Node("dir", 0o755)
+        self.root = FsNode(NodeKind.DIR, 0o755)
 
     # ---- lookup -------------------------------------------------------------------------------
-    def _walk_dirs(self, base: Node, parts: list[str], *, create: bool, hops: int = 0) -> Node:
+    def _walk_dirs(self, base: FsNode, parts: list[str], *, create: bool, hops: int = 0) -> FsNode:
         """Resolve `parts` as directories under `base` (the chroot), following symlinks inside it."""
         stack = [base]
         queue = list(parts)
@@ -109,7 +120,7 @@ class Tree:
             if child is None:
                 if not create:
                     raise KeyError(name)
-                child = cur.children[name] = Node("dir", 0o755)
+                child = cur.children[name] = FsNode(NodeKind.DIR, 0o755)
             if child.kind == "symlink":
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
@@ -122,11 +133,11 @@ class Tree:
             if child.kind != "dir":
                 if not create:
                     raise KeyError(name)
-                child = cur.children[name] = Node("dir", 0o755)
+                child = cur.children[name] = FsNode(NodeKind.DIR, 0o755)
             stack.append(child)
         return stack[-1]
 
-    def lookup(self, path: str, base: Node | None = None) -> Node | None:
+    def lookup(self, path: str, base: FsNode | None = None) -> FsNode | None:
         """The node at `path` (parents' symlinks followed, the last component not), or None."""
         parts = split_path(path)
         if not parts:
@@ -137,12 +148,12 @@ class Tree:
             return None
         return parent.children.get(parts[-1])
 
-    def subtree(self, path: str) -> Node:
+    def subtree(self, path: str) -> FsNode:
         """The directory at `path`, created if missing: the chroot for a container's files."""
         return self._walk_dirs(self.root, split_path(path), create=True)
 
     # ---- insertion ----------------------------------------------------------------------------
-    def _place(self, path: str, node: Node, base: Node | None, where: str) -> Node:
+    def _place(self, path: str, node: FsNode, base: FsNode | None, where: str) -> FsNode:
         parts = split_path(path, where=where)
         if not parts:
             if node.kind == "dir":
@@ -158,29 +169,29 @@ class Tree:
         parent.children[parts[-1]] = node
         return node
 
-    def add_dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, base: Node | None = None,
-                where: str = "", mtime: int = DEFAULT_MTIME) -> Node:
-        return self._place(path, Node("dir", mode, uid, gid, mtime=mtime), base, where)
+    def add_dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, base: FsNode | None = None,
+                where: str = "", mtime: int = DEFAULT_MTIME) -> FsNode:
+        return self._place(path, FsNode(NodeKind.DIR, mode, uid, gid, mtime=mtime), base, where)
 
     def add_file(self, path: str, content: Content | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, *,
-                 base: Node | None = None, where: str = "", mtime: int = DEFAULT_MTIME) -> Node:
+                 base: FsNode | None = None, where: str = "", mtime: int = DEFAULT_MTIME) -> FsNode:
         if isinstance(content, bytes):
             content = Content(data=content)
-        return self._place(path, Node("file", mode, uid, gid, content=content, mtime=mtime), base, where)
+        return self._place(path, FsNode(NodeKind.FILE, mode, uid, gid, content=content, mtime=mtime), base, where)
 
-    def add_symlink(self, path: str, target: str, uid: int = 0, gid: int = 0, *, base: Node | None = None,
-                    where: str = "", mode: int = 0o777, mtime: int = DEFAULT_MTIME) -> Node:
-        return self._place(path, Node("symlink", mode, uid, gid, target=target, mtime=mtime), base, where)
+    def add_symlink(self, path: str, target: str, uid: int = 0, gid: int = 0, *, base: FsNode | None = None,
+                    where: str = "", mode: int = 0o777, mtime: int = DEFAULT_MTIME) -> FsNode:
+        return self._place(path, FsNode(NodeKind.SYMLINK, mode, uid, gid, target=target, mtime=mtime), base, where)
 
-    def add_node(self, path: str, node: Node, *, base: Node | None = None, where: str = "") -> Node:
+    def add_node(self, path: str, node: FsNode, *, base: FsNode | None = None, where: str = "") -> FsNode:
         """Place a prepared node (a hard link or a fifo) at `path`."""
         return self._place(path, node, base, where)
 
     # ---- traversal ----------------------------------------------------------------------------
-    def walk(self, exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str, Node]]:
+    def walk(self, exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str, FsNode]]:
         """Every node as (relative path, node), parents before children, names sorted bytewise."""
 
-        def visit(prefix: str, node: Node) -> Iterator[tuple[str, Node]]:
+        def visit(prefix: str, node: FsNode) -> Iterator[tuple[str, FsNode]]:
             for name in sorted(node.children, key=lambda n: n.encode()):
                 child = node.children[name]
                 path = f"{prefix}{name}"

@@ -8,13 +8,22 @@ one table, so a format's facts cannot disagree between them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class BootKind(StrEnum):
+    """How QEMU gets a format's files."""
+
+    DIRECT = "direct"    # -kernel, -initrd, -append
+    CDROM = "cdrom"
+    DISK = "disk"
 
 
 @dataclass(frozen=True)
 class FormatFacts:
     name: str                     # LinuxKit's format name, e.g. "iso-efi"
     suffixes: tuple[str, ...]     # its files are NAME + suffix (NAME: the spec's name), LinuxKit's order
-    boot: str | None              # how QEMU gets it: "direct" (kernel, initrd), "cdrom", "disk"; None: not booted
+    boot: BootKind | None         # how QEMU gets it; None: not booted
     efi: bool = False             # boots with UEFI firmware
     needs_kernel: bool = True     # False: built for a spec with no `kernel:` too
 
@@ -23,16 +32,16 @@ class FormatFacts:
 
 
 FORMATS: dict[str, FormatFacts] = {f.name: f for f in (
-    FormatFacts("kernel+initrd", ("-kernel", "-initrd.img", "-cmdline"), "direct"),
+    FormatFacts("kernel+initrd", ("-kernel", "-initrd.img", "-cmdline"), BootKind.DIRECT),
     FormatFacts("tar", (".tar",), None, needs_kernel=False),
     FormatFacts("tar-kernel-initrd", ("-initrd.tar",), None),
-    FormatFacts("iso-bios", (".iso",), "cdrom"),
-    FormatFacts("iso-efi", ("-efi.iso",), "cdrom", efi=True),
-    FormatFacts("iso-efi-initrd", ("-efi-initrd.iso",), "cdrom", efi=True),
-    FormatFacts("raw-bios", ("-bios.img",), "disk"),
-    FormatFacts("raw-efi", ("-efi.img",), "disk", efi=True),
-    FormatFacts("qcow2-bios", (".qcow2",), "disk"),
-    FormatFacts("qcow2-efi", ("-efi.qcow2",), "disk", efi=True),
-    FormatFacts("kernel+squashfs", ("-kernel", "-cmdline", "-squashfs.img", "-squashfs-initrd.img"), "direct"),
+    FormatFacts("iso-bios", (".iso",), BootKind.CDROM),
+    FormatFacts("iso-efi", ("-efi.iso",), BootKind.CDROM, efi=True),
+    FormatFacts("iso-efi-initrd", ("-efi-initrd.iso",), BootKind.CDROM, efi=True),
+    FormatFacts("raw-bios", ("-bios.img",), BootKind.DISK),
+    FormatFacts("raw-efi", ("-efi.img",), BootKind.DISK, efi=True),
+    FormatFacts("qcow2-bios", (".qcow2",), BootKind.DISK),
+    FormatFacts("qcow2-efi", ("-efi.qcow2",), BootKind.DISK, efi=True),
+    FormatFacts("kernel+squashfs", ("-kernel", "-cmdline", "-squashfs.img", "-squashfs-initrd.img"), BootKind.DIRECT),
 )}
 NAMES: tuple[str, ...] = tuple(FORMATS)

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lkit.images.archive import export_archive, import_archive
+from lkit.images.cache_archive import export_archive, import_archive
 from lkit.images.store import Store, platform_string
 
 

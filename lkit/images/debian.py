@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from lkit.core.files import sha256_file
+from lkit.core.files import COPY_BUFSIZE, sha256_file
 from lkit.errors import ImageError, InfraError
 
 APT_LISTS = Path("/var/lib/apt/lists")
 APT_TIMEOUT = 900  # seconds for one `apt-get download`; the kernel .deb is ~70 MB
 QUERY_TIMEOUT = 120
-CHUNK = 1 << 20
 
 
 def cache_root() -> Path:
@@ -185,7 +184,7 @@ def _decompress_member(src: BinaryIO, name: str, size: int, dest: BinaryIO, wher
     def chunks() -> Iterator[bytes]:
         nonlocal remaining
         while remaining:
-            data = src.read(min(CHUNK, remaining))
+            data = src.read(min(COPY_BUFSIZE, remaining))
             if not data:
                 raise ImageError(f"{where}: truncated {name}")
             remaining -= len(data)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from lkit.core import buildtime
+from lkit.core.files import COPY_BUFSIZE
 from lkit.errors import ImageError
 from lkit.images import refs
-from lkit.images.store import (CHUNK, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor, Image, Store,
+from lkit.images.store import (OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor, Image, Store,
                                parse_platform)
 
 CREATED = buildtime.ISO8601
@@ -56,7 +57,7 @@ def gzip_into_store(store: Store, src: IO[bytes]) -> tuple[Descriptor, str]:
     with store.blob_writer() as writer:
         with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=_HashingSink(writer),
                            mtime=0) as gz:
-            while chunk := src.read(CHUNK):
+            while chunk := src.read(COPY_BUFSIZE):
                 diff.update(chunk)
                 gz.write(chunk)
     assert writer.result is not None

@@ -19,10 +19,11 @@ import json
 import urllib.parse
 from dataclasses import dataclass
 
+from lkit.core.files import COPY_BUFSIZE
 from lkit.errors import ImageError, InfraError
 from lkit.images import refs
 from lkit.images.registry_http import RetryableError, Transport
-from lkit.images.store import (CHUNK, DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX,
+from lkit.images.store import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX,
                                OCI_MANIFEST, Descriptor, Image, Store, parse_platform, platform_string)
 
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
@@ -97,7 +98,7 @@ class RegistryClient:
             try:
                 with store.blob_writer(desc.digest) as writer:
                     try:
-                        while chunk := resp.read(CHUNK):
+                        while chunk := resp.read(COPY_BUFSIZE):
                             writer.write(chunk)
                     except (OSError, http.client.HTTPException) as exc:
                         raise RetryableError(str(exc)) from None
@@ -136,7 +137,7 @@ class RegistryClient:
         url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
         # Read the store copy once to verify it: never push bytes that do not match their name.
         with store.open_blob(digest) as f:
-            while f.read(CHUNK):
+            while f.read(COPY_BUFSIZE):
                 pass
         conn, resp = self.transport.request("PUT", url, scope=self._push_scope, ok=(201,),
                                             headers={"Content-Type": "application/octet-stream"},

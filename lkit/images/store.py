@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from lkit.core.files import COPY_BUFSIZE
 from lkit.errors import ImageError
 from lkit.images import refs
 
@@ -46,7 +47,6 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 LOCK_FILE = ".lock"  # LinuxKit's cache lock: fcntl F_WRLCK over the whole of <cache>/.lock
-CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -280,7 +280,7 @@ class Store:
             else:
                 source = data
             writer = stack.enter_context(self.blob_writer(digest))
-            while chunk := source.read(CHUNK):
+            while chunk := source.read(COPY_BUFSIZE):
                 writer.write(chunk)
         assert writer.result is not None
         return writer.result
@@ -297,7 +297,7 @@ class Store:
             raise ImageError(f"blob {digest} is missing from the store {self.root}",
                              hint="the image is incomplete; remove it (lkit cache rm REF) and build, "
                                   "pull or import it again")
-        return io.BufferedReader(_VerifyingReader(path, digest), CHUNK)
+        return io.BufferedReader(_VerifyingReader(path, digest), COPY_BUFSIZE)
 
     def read_json(self, digest: str, what: str) -> dict:
         try:
@@ -507,7 +507,7 @@ def _decompress(src: BinaryIO, layer: Descriptor) -> Iterator[bytes]:
     head = src.peek(4)[:4] if hasattr(src, "peek") else b""
     if head[:2] == GZIP_MAGIC:
         decomp = zlib.decompressobj(wbits=47)
-        while chunk := src.read(CHUNK):
+        while chunk := src.read(COPY_BUFSIZE):
             while chunk:
                 yield decomp.decompress(chunk)
                 if decomp.eof:  # concatenated gzip members
@@ -522,7 +522,7 @@ def _decompress(src: BinaryIO, layer: Descriptor) -> Iterator[bytes]:
     elif head == ZSTD_MAGIC:
         yield from _zstd_decompress(src, layer)
     else:
-        while chunk := src.read(CHUNK):
+        while chunk := src.read(COPY_BUFSIZE):
             yield chunk
 
 
@@ -534,13 +534,13 @@ def _zstd_decompress(src: BinaryIO, layer: Descriptor) -> Iterator[bytes]:
         raise InfraError(f"layer {layer.digest} is zstd-compressed and the zstd tool is missing",
                          hint="apt-get install zstd")
     with tempfile.TemporaryFile() as raw:
-        shutil.copyfileobj(src, raw, CHUNK)  # reading to EOF verifies the blob digest
+        shutil.copyfileobj(src, raw, COPY_BUFSIZE)  # reading to EOF verifies the blob digest
         raw.seek(0)
         proc = subprocess.Popen([exe, "-d", "-c", "-q"], stdin=raw, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         try:
             assert proc.stdout is not None
-            while chunk := proc.stdout.read(CHUNK):
+            while chunk := proc.stdout.read(COPY_BUFSIZE):
                 yield chunk
             _, err = proc.communicate(timeout=60)
         finally:

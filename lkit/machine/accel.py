@@ -17,11 +17,22 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from lkit.errors import InfraError, LkitError
 
-MULTIPLIERS = {"kvm": 1.0, "tcg": 2.0}   # every wait's timeout is multiplied by this
+
+class Accel(StrEnum):
+    """The accelerator a guest runs under."""
+
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+AUTO = "auto"                            # not an accelerator: the request to probe KVM, else TCG
+CHOICES: tuple[str, ...] = (AUTO, *Accel)  # what --accel / --lkit-accel accept
+MULTIPLIERS = {Accel.KVM: 1.0, Accel.TCG: 2.0}   # every wait's timeout is multiplied by this
 MULTIPLIER_ENV = "LKIT_TIMEOUT_MULTIPLIER"
 PROBE_TIMEOUT = 8.0
 _PROBE_DONE = re.compile(rb"(VFS: |Run /init|Kernel panic|Freeing unused kernel)")
@@ -34,7 +45,7 @@ class AccelWarning(UserWarning):
 
 @dataclass(frozen=True)
 class AccelChoice:
-    accel: str              # kvm | tcg
+    accel: Accel
     multiplier: float
     reason: str
 
@@ -108,7 +119,7 @@ def env_multiplier(text: str) -> float:
         raise LkitError(f"environment variable {MULTIPLIER_ENV} is {text!r}, not a positive number",
                         hint=f"set {MULTIPLIER_ENV} to a positive number such as 1.5 or 3 (every guest "
                              f"timeout is multiplied by it), or unset it for the default "
-                             f"(x{MULTIPLIERS['kvm']:g} under KVM, x{MULTIPLIERS['tcg']:g} under TCG)")
+                             f"(x{MULTIPLIERS[Accel.KVM]:g} under KVM, x{MULTIPLIERS[Accel.TCG]:g} under TCG)")
     return value
 
 
@@ -118,13 +129,13 @@ def resolve(requested: str = "auto", *, kernel: Path | None = None, qemu: str = 
     env_mult = os.environ.get(MULTIPLIER_ENV)
     if multiplier is None and env_mult:
         multiplier = env_multiplier(env_mult)
-    requested = (requested or "auto").lower()
-    if requested not in ("auto", "kvm", "tcg"):
+    requested = (requested or AUTO).lower()
+    if requested not in CHOICES:
         raise InfraError(f"unknown accelerator {requested!r}", hint="use auto, kvm or tcg")
-    if requested in ("kvm", "tcg"):
-        return AccelChoice(requested, multiplier or MULTIPLIERS[requested], "requested")
+    if requested != AUTO:
+        return AccelChoice(Accel(requested), multiplier or MULTIPLIERS[Accel(requested)], "requested")
     ok, reason = _kvm_verdict(qemu, kernel, use_cache)
-    accel = "kvm" if ok else "tcg"
+    accel = Accel.KVM if ok else Accel.TCG
     if not ok:
         _warn_once(reason)
     return AccelChoice(accel, multiplier or MULTIPLIERS[accel], reason)
@@ -164,5 +175,5 @@ def _warn_once(reason: str) -> None:
         return
     _warned = True
     warnings.warn(AccelWarning(f"lkit: KVM not usable ({reason}); running guests under TCG emulation "
-                               f"(slower; timeouts x{MULTIPLIERS['tcg']:g}). Use --accel tcg to silence this."),
+                               f"(slower; timeouts x{MULTIPLIERS[Accel.TCG]:g}). Use --accel tcg to silence this."),
                   stacklevel=3)

@@ -11,14 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lkit.core.formats import FORMATS
+from lkit.core.formats import FORMATS, BootKind
 from lkit.errors import MachineError
 
 # format -> (kind, efi); kind says how QEMU gets the artifact (lkit.core.formats has the facts).
-FORMAT_KINDS: dict[str, tuple[str, bool]] = {f.name: (f.boot, f.efi) for f in FORMATS.values() if f.boot}
+FORMAT_KINDS: dict[str, tuple[BootKind, bool]] = {f.name: (f.boot, f.efi) for f in FORMATS.values() if f.boot}
 
 _SUFFIXES: dict[str, str] = {  # a single-file format's file name suffix (after NAME)
-    f.name: f.suffixes[0] for f in FORMATS.values() if f.boot in ("cdrom", "disk")}
+    f.name: f.suffixes[0] for f in FORMATS.values() if f.boot in (BootKind.CDROM, BootKind.DISK)}
 
 _ALL_SUFFIXES = tuple(dict.fromkeys(s for f in FORMATS.values() if f.boot for s in f.suffixes))
 
@@ -26,7 +26,7 @@ _ALL_SUFFIXES = tuple(dict.fromkeys(s for f in FORMATS.values() if f.boot for s 
 @dataclass(frozen=True)
 class BootTarget:
     format: str
-    kind: str                       # direct | cdrom | disk
+    kind: BootKind
     efi: bool
     kernel: Path | None = None
     initrd: Path | None = None
@@ -64,7 +64,7 @@ def boot_target(fmt: str, files: Iterable[Path | str], *, cmdline: str | None = 
         raise MachineError(f"format {fmt!r} cannot be booted",
                            hint="bootable formats: " + ", ".join(FORMAT_KINDS))
     kind, efi = FORMAT_KINDS[fmt]
-    if kind == "direct":
+    if kind == BootKind.DIRECT:
         kernel = _pick(paths, "-kernel", fmt)
         if cmdline is None:
             cmdfile = _pick(paths, "-cmdline", fmt, required=False)
@@ -76,7 +76,7 @@ def boot_target(fmt: str, files: Iterable[Path | str], *, cmdline: str | None = 
         stage1 = _pick(paths, "-squashfs-initrd.img", fmt, required=False)
         return BootTarget(fmt, kind, efi, kernel=kernel, initrd=stage1, cmdline=cmdline, squashfs=squash)
     path = _pick(paths, _SUFFIXES[fmt], fmt)
-    if kind == "cdrom":
+    if kind == BootKind.CDROM:
         return BootTarget(fmt, kind, efi, cdrom=path)
     return BootTarget(fmt, kind, efi, disk=path, disk_format="qcow2" if fmt.startswith("qcow2") else "raw")
 

@@ -8,6 +8,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class BadnessPolicy(StrEnum):
+    """Which badness on the console fails a wait: fatal only (a panic), any, or never."""
+
+    FATAL = "fatal"
+    ANY = "any"
+    NEVER = "never"
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,27 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from lkit.errors import MachineError
 from lkit.machine.stream import AbortCheck, SerialStream
 
-CHUNK = 3072              # base64 characters per request line (a multiple of 4)
+LINE_B64_CHARS = 3072     # base64 characters per request line (a multiple of 4)
 HOST_GRACE = 10.0         # the host waits this much longer than the guest-side timeout
 _B64_LINE = re.compile(rb"^[A-Za-z0-9+/=]*$")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A login or shell prompt at the end of the console output (busybox ash may add a cursor query ESC[6n).
 PROMPT = re.compile(rb"(login: ?|[#$] ?)(\x1b\[[0-9;?]*[A-Za-z])*$")
+
+
+class ChannelMode(StrEnum):
+    """Which command channel a Machine uses: the agent on ttyS1, the console's shell, or auto (the
+    agent if it announces itself, else the console)."""
+
+    AUTO = "auto"
+    AGENT = "agent"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ def encode_request(nonce: str, command: str, timeout: int) -> bytes:
     if not _NONCE.match(nonce):
         raise ValueError(f"bad nonce {nonce!r}")
     payload = base64.b64encode(command.encode()).decode("ascii")
-    chunks = [payload[i:i + CHUNK] for i in range(0, len(payload), CHUNK)] or [""]
+    chunks = [payload[i:i + LINE_B64_CHARS] for i in range(0, len(payload), LINE_B64_CHARS)] or [""]
     lines = [f"{nonce} + {chunk}\n" for chunk in chunks[:-1]]
     lines.append(f"{nonce} {max(1, int(timeout))} {chunks[-1]}\n")
     return "".join(lines).encode("ascii")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lkit.errors import MachineError
+from lkit.machine import accel
 from lkit.machine.artifacts import FORMAT_KINDS, boot_target, expand_prefix, guess_format
 from lkit.machine.vm import Machine
 
@@ -35,7 +36,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                    help="forward 127.0.0.1:HOST to the guest's TCP port GUEST (repeatable)")
     p.add_argument("--mem", type=int, default=1024, help="memory in MB (default 1024)")
     p.add_argument("--cpus", type=int, help="virtual CPUs (default: 2 under KVM, 1 under TCG)")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto", help="accelerator (default auto)")
+    p.add_argument("--accel", choices=accel.CHOICES, default=accel.AUTO, help="accelerator (default auto)")
     p.add_argument("--workdir", type=Path, help="keep console.log and QEMU's log here (default: a temp dir)")
     p.set_defaults(func=run_command)
 

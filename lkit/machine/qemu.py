@@ -11,10 +11,12 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lkit.core.formats import BootKind
+from lkit.machine.accel import Accel
 from lkit.machine.artifacts import BootTarget
 
 
-def default_cpus(accel: str) -> int:
+def default_cpus(accel: Accel) -> int:
     """vCPUs when nobody asks: 2 under KVM, 1 under TCG.
 
     Under TCG two vCPUs (MTTCG, two host threads) boot the seed to its services in 25 s instead of
@@ -22,7 +24,7 @@ def default_cpus(accel: str) -> int:
     the kernel's SLUB allocator (kmem_cache_alloc, soft lockups, RCU stalls) until the boot timed out.
     One vCPU never did in hundreds of boots. `--lkit-cpus 2` / `cpus: 2` still ask for two.
     """
-    return 2 if accel == "kvm" else 1
+    return 2 if accel == Accel.KVM else 1
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Sockets:
 class QemuConfig:
     target: BootTarget
     sockets: Sockets
-    accel: str = "tcg"                      # tcg | kvm
+    accel: Accel = Accel.TCG
     memory_mb: int = 1024
     cpus: int = 1
     forwards: tuple[PortForward, ...] = ()
@@ -77,7 +79,7 @@ def build_argv(cfg: QemuConfig) -> list[str]:
             "-name", f"lkit-{t.format}",
             "-machine", f"{machine_type(t)},accel={cfg.accel}",
             "-m", str(cfg.memory_mb), "-smp", str(cfg.cpus)]
-    if cfg.accel == "kvm":
+    if cfg.accel == Accel.KVM:
         argv += ["-cpu", "host"]
     argv += ["-qmp", f"unix:{_q(cfg.sockets.qmp)},server=on,wait=off"]
     for ident, path in (("ser0", cfg.sockets.console), ("ser1", cfg.sockets.channel)):
@@ -87,7 +89,7 @@ def build_argv(cfg: QemuConfig) -> list[str]:
             raise ValueError("EFI target needs firmware_code and firmware_vars")
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(cfg.firmware_code)}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={_q(cfg.firmware_vars)}"]
-    if t.kind == "direct":
+    if t.kind == BootKind.DIRECT:
         assert t.kernel is not None
         argv += ["-kernel", str(t.kernel)]
         if t.initrd is not None:
@@ -96,11 +98,11 @@ def build_argv(cfg: QemuConfig) -> list[str]:
             argv += ["-append", t.cmdline]
         if t.squashfs is not None:
             argv += ["-drive", f"file={_q(t.squashfs)},format=raw,if=virtio,readonly=on"]
-    elif t.kind == "cdrom":
+    elif t.kind == BootKind.CDROM:
         assert t.cdrom is not None
         argv += ["-drive", f"file={_q(t.cdrom)},format=raw,media=cdrom,readonly=on,if=ide,index=2",
                  "-boot", "order=d"]
-    elif t.kind == "disk":
+    elif t.kind == BootKind.DISK:
         assert t.disk is not None
         argv += ["-drive", f"file={_q(t.disk)},format={t.disk_format},if=virtio,snapshot=on"]
     else:

@@ -28,8 +28,8 @@ from typing import IO, Any
 from lkit.errors import InfraError, MachineError
 from lkit.machine import accel as accel_mod
 from lkit.machine.artifacts import BootTarget
-from lkit.machine.badness import Badness, BadnessScanner
-from lkit.machine.channel import PROMPT, AgentChannel, CommandResult, ConsoleChannel
+from lkit.machine.badness import Badness, BadnessPolicy, BadnessScanner
+from lkit.machine.channel import PROMPT, AgentChannel, ChannelMode, CommandResult, ConsoleChannel
 from lkit.machine.firmware import find_ovmf
 from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
@@ -58,15 +58,15 @@ class Machine:
     # A guest that resets this often is looping (a panic with reboot, a failing init): waits stop.
     MAX_GUEST_RESETS = 3
 
-    def __init__(self, target: BootTarget, *, workdir: Path, accel: str = "auto", memory_mb: int = 1024,
+    def __init__(self, target: BootTarget, *, workdir: Path, accel: str = accel_mod.AUTO, memory_mb: int = 1024,
                  cpus: int | None = None, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
                  console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
-                 channel: str = "auto", badness_ignore: Sequence[str] = (),
-                 fail_on_badness: str = "fatal", publish: dict[int, int] | None = None,
+                 channel: str = ChannelMode.AUTO, badness_ignore: Sequence[str] = (),
+                 fail_on_badness: str = BadnessPolicy.FATAL, publish: dict[int, int] | None = None,
                  exit_shutdown_timeout: float = 15) -> None:
-        if channel not in ("auto", "agent", "console"):
+        if channel not in tuple(ChannelMode):
             raise ValueError("channel must be auto, agent or console")
-        if fail_on_badness not in ("fatal", "any", "never"):
+        if fail_on_badness not in tuple(BadnessPolicy):
             raise ValueError("fail_on_badness must be fatal, any or never")
         self.target = target
         self.workdir = Path(workdir)
@@ -79,12 +79,12 @@ class Machine:
         self._multiplier_override = timeout_multiplier
         self.console_log = Path(console_log) if console_log else self.workdir / "console.log"
         self.qemu = qemu
-        self.channel_mode = channel
-        self.fail_on_badness = fail_on_badness
+        self.channel_mode = ChannelMode(channel)
+        self.fail_on_badness = BadnessPolicy(fail_on_badness)
         self.exit_shutdown_timeout = exit_shutdown_timeout   # graceful power-down bound in __exit__
         self.scanner = BadnessScanner(badness_ignore)
 
-        self.accel = "tcg"
+        self.accel = accel_mod.Accel.TCG
         self.multiplier = 1.0
         self.argv: list[str] = []
         self.timeline = Timeline()
@@ -253,9 +253,9 @@ class Machine:
                 f"  console tail:\n{tail}")
 
     def _abort_reason(self) -> str | None:
-        if self.fail_on_badness != "never":
+        if self.fail_on_badness != BadnessPolicy.NEVER:
             for b in self.badness:
-                if b.fatal or self.fail_on_badness == "any":
+                if b.fatal or self.fail_on_badness == BadnessPolicy.ANY:
                     return f"kernel badness on the console ({b.name}) at {b.host_time:.1f}s: {b.line.strip()}"
         # One reboot can give several RESET events in a burst: count bursts (2 s apart).
         resets: list[QmpEvent] = []
@@ -339,12 +339,12 @@ class Machine:
         _, console, chan = self._require()
         deadline = time.monotonic() + timeout * self.multiplier
         agent = AgentChannel(chan, abort_check=self._abort_reason)
-        if self.channel_mode == "agent":
+        if self.channel_mode == ChannelMode.AGENT:
             agent.wait_ready(timeout * self.multiplier)
             self._channel = agent
             return agent
         prompt_seen: float | None = None
-        while self.channel_mode == "auto":
+        while self.channel_mode == ChannelMode.AUTO:
             if AgentChannel.READY.search(chan.data()):
                 self._channel = agent
                 return agent

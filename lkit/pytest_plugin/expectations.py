@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkit.build.outputs.base import FORMAT_NAMES
-from lkit.spec.yamlmarks import Node, describe, load_yaml
+from lkit.spec.yamlmarks import YamlNode, describe, load_yaml
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -63,10 +63,10 @@ class Expectations:
         return {**self.size.get("default", {}), **self.size.get(fmt, {})}
 
 
-# Typed values on top of the Node API (lkit.spec.yamlmarks): every error names file:line and field.
+# Typed values on top of the YamlNode API (lkit.spec.yamlmarks): every error names file:line and field.
 
 
-def _positive(node: Node, *, integer: bool = False) -> float:
+def _positive(node: YamlNode, *, integer: bool = False) -> float:
     value = node.value
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok or value <= 0:
@@ -74,7 +74,7 @@ def _positive(node: Node, *, integer: bool = False) -> float:
     return float(value)
 
 
-def _regex(node: Node) -> str:
+def _regex(node: YamlNode) -> str:
     text = node.as_str()
     try:
         re.compile(text)
@@ -83,11 +83,11 @@ def _regex(node: Node) -> str:
     return text
 
 
-def _regexes(node: Node) -> list[str]:
+def _regexes(node: YamlNode) -> list[str]:
     return [_regex(item) for item in node.sequence()]
 
 
-def _size(node: Node) -> int:
+def _size(node: YamlNode) -> int:
     value = node.value
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
@@ -97,7 +97,7 @@ def _size(node: Node) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "")[:1].upper()])
 
 
-def _per_format(node: Node) -> dict[str, Node]:
+def _per_format(node: YamlNode) -> dict[str, YamlNode]:
     """A mapping keyed by output format or `default`."""
     per = node.mapping()
     for name, child in per.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lkit.build.outputs.base import FORMAT_NAMES
+from lkit.machine.accel import AUTO, CHOICES
 from lkit.pytest_plugin.shard import Shard
 
 # (option name without --lkit-, ini/help text, default, type)
@@ -122,8 +123,8 @@ class Settings:
             unknown = [f for f in wanted if f not in FORMAT_NAMES]
             if unknown:
                 raise pytest.UsageError(f"--lkit-formats: unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMAT_NAMES)}")
-        accel = _get(config, "accel") or "auto"
-        if accel not in ("auto", "kvm", "tcg"):
+        accel = _get(config, "accel") or AUTO
+        if accel not in CHOICES:
             raise pytest.UsageError(f"--lkit-accel: {accel!r} is not one of auto, kvm, tcg")
         multiplier = _get(config, "timeout-multiplier")
         try:

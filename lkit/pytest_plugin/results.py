@@ -16,7 +16,7 @@ import pytest
 from lkit.errors import EXIT_INFRA
 from lkit.pytest_plugin.state import Group, RunState
 from lkit.report.atomic import write_text
-from lkit.report.model import CheckResult, FormatRun, RunSummary, Timing
+from lkit.report.model import CheckResult, FormatRun, Outcome, RunSummary, Timing
 from lkit.report.overhead import terminal_lines
 
 
@@ -48,7 +48,8 @@ class Results:
         self.infra_failure = self.infra_failure or infra
         if report.when == "call" or (report.when == "setup" and not report.passed) or (report.when == "teardown" and report.failed):
             name = getattr(item, "check", None) or item.name
-            outcome = "passed" if report.passed else "skipped" if report.skipped else ("failed" if report.when == "call" else "error")
+            outcome = (Outcome.PASSED if report.passed else Outcome.SKIPPED if report.skipped else
+                       Outcome.FAILED if report.when == "call" else Outcome.ERROR)
             attachments = {}
             group = self._group(key)
             if group is not None:
@@ -63,7 +64,7 @@ class Results:
                 rerun=max(0, (group.boot_attempts - 1)) if group is not None else 0))
 
     def failed(self, key: tuple[str, str]) -> bool:
-        return any(c.outcome in ("failed", "error") for c in self.checks.get(key, []))
+        return any(c.failed for c in self.checks.get(key, []))
 
     def _group(self, key: tuple[str, str]):
         for group in self.run.groups.values():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lkit.report.baseline import Baseline, FigureStats, FormatBaseline
 from lkit.report.figures import MAD_TO_SIGMA, human, kind, median
-from lkit.report.model import FormatRun, ReportError, RunSummary
+from lkit.report.model import FormatRun, Outcome, ReportError, RunSummary
 
 
 @dataclass
@@ -190,17 +190,17 @@ def _compare_checks(fb: FormatBaseline, run: FormatRun, out: Comparison) -> None
     for check in run.checks:
         before = fb.checks.get(check.check)
         detail = f": {check.message}" if check.message else ""
-        if check.failed and before == "passed":
+        if check.failed and before == Outcome.PASSED:
             out.regressions.append(Finding(run.spec, run.format, check.check,
                                            f"{run.key}: check {check.check} passed in the baseline, now {check.outcome}{detail}"))
-        elif check.outcome == "passed" and before in ("failed", "error"):
+        elif check.outcome == Outcome.PASSED and before in (Outcome.FAILED, Outcome.ERROR):
             out.improvements.append(Finding(run.spec, run.format, check.check,
                                             f"{run.key}: check {check.check} now passes ({before} in the baseline)"))
-        elif check.outcome == "skipped" and before == "passed":
+        elif check.outcome == Outcome.SKIPPED and before == Outcome.PASSED:
             out.notes.append(Finding(run.spec, run.format, check.check,
                                      f"{run.key}: check {check.check} passed in the baseline, skipped now{detail}"))
     ran = {c.check for c in run.checks}
     for name, before in sorted(fb.checks.items()):
-        if name not in ran and before == "passed":
+        if name not in ran and before == Outcome.PASSED:
             out.notes.append(Finding(run.spec, run.format, name,
                                      f"{run.key}: check {name} passed in the baseline, did not run now"))

@@ -27,7 +27,7 @@ from pathlib import Path
 from lkit.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_REGRESSION, SpecError
 from lkit.report.compare import Comparison
 from lkit.report.model import CheckResult, ReportError, RunSummary
-from lkit.spec.yamlmarks import Node, load_yaml, load_yaml_text
+from lkit.spec.yamlmarks import YamlNode, load_yaml, load_yaml_text
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Quarantine:
         return cls._from_yaml(lambda: load_yaml_text(text, name), today)
 
     @classmethod
-    def _from_yaml(cls, read: Callable[[], Node], today: dt.date | None) -> Quarantine:
+    def _from_yaml(cls, read: Callable[[], YamlNode], today: dt.date | None) -> Quarantine:
         """Read through lkit.spec.yamlmarks like specs (size, alias, depth and duplicate-key guards,
         file:line); its errors become ReportErrors, the class of a bad quarantine file."""
         today = today or dt.datetime.now(dt.timezone.utc).date()
@@ -110,7 +110,7 @@ _EXAMPLE = ("- id: 'suites/linuxkit.yml::iso-efi::boot_time'\n"
             "    expires: 2026-12-31")
 
 
-def _entry(node: Node) -> QuarantineEntry:
+def _entry(node: YamlNode) -> QuarantineEntry:
     where = node.where
     if not isinstance(node.value, dict):
         raise ReportError("a quarantine entry must be a mapping with id, reason, expires", where=where, hint=_EXAMPLE)

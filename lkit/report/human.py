@@ -13,12 +13,12 @@ from pathlib import Path
 from lkit.report.atomic import write_text
 from lkit.report.compare import Comparison
 from lkit.report.figures import human
-from lkit.report.model import FormatRun, RunSummary
+from lkit.report.model import FormatRun, Outcome, RunSummary
 from lkit.report.overhead import html_phases, html_table, markdown_phases, markdown_table
 
 STAGES = ("kernel", "init", "services", "shell")
 COLORS = {"kernel": "#4e79a7", "init": "#f28e2b", "services": "#59a14f", "shell": "#b07aa1"}
-ICON = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
+ICON = {Outcome.PASSED: "pass", Outcome.FAILED: "FAIL", Outcome.ERROR: "ERROR", Outcome.SKIPPED: "skip"}
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:72em}
@@ -115,7 +115,7 @@ def _tick_step(total: float) -> float:
 
 
 def _counts(summary: RunSummary) -> dict[str, int]:
-    counts = {o: 0 for o in ICON}
+    counts: dict[str, int] = {o.value: 0 for o in ICON}
     for run in summary.runs:
         for check in run.checks:
             counts[check.outcome] = counts.get(check.outcome, 0) + 1

@@ -16,7 +16,7 @@ from junit_xml import TestCase, TestSuite
 
 from lkit.report.atomic import write_bytes
 from lkit.report.figures import human
-from lkit.report.model import CheckResult, FormatRun, RunSummary
+from lkit.report.model import CheckResult, FormatRun, Outcome, RunSummary
 
 EXCERPT_LINES = 40
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
@@ -88,11 +88,11 @@ def _case(run: FormatRun, check: CheckResult) -> TestCase:
     message = _clean(check.message.splitlines()[0] if check.message else check.outcome)
     if check.quarantined and check.failed:
         case.add_skipped_info(message=f"quarantined: {message}")
-    elif check.outcome == "failed":
+    elif check.outcome == Outcome.FAILED:
         case.add_failure_info(message=message, output=_clean(check.message), failure_type="check")
-    elif check.outcome == "error":
+    elif check.outcome == Outcome.ERROR:
         case.add_error_info(message=message, output=_clean(check.message), error_type="error")
-    elif check.outcome == "skipped":
+    elif check.outcome == Outcome.SKIPPED:
         case.add_skipped_info(message=message)
     return case
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,18 @@ from lkit.report.atomic import write_text
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
-OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+class Outcome(StrEnum):
+    """A check's outcome (the strings summary.json holds)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 
 class ReportError(LkitError):
@@ -33,7 +45,7 @@ class CheckResult:
     """One check of one format: the unit that JUnit, Allure and the gate count."""
 
     check: str
-    outcome: str
+    outcome: Outcome
     message: str = ""
     duration: float = 0.0
     rerun: int = 0
@@ -43,7 +55,7 @@ class CheckResult:
     @property
     def failed(self) -> bool:
         """True for a failure or an error (both break the image's promise)."""
-        return self.outcome in ("failed", "error")
+        return self.outcome in (Outcome.FAILED, Outcome.ERROR)
 
 
 @dataclass
@@ -168,7 +180,7 @@ def _check(c: dict[str, Any]) -> CheckResult:
     outcome = str(c["outcome"])
     if outcome not in OUTCOMES:
         raise ValueError(f"check {c.get('check')!r} has outcome {outcome!r}, expected one of {OUTCOMES}")
-    return CheckResult(check=str(c["check"]), outcome=outcome, message=str(c.get("message", "")),
+    return CheckResult(check=str(c["check"]), outcome=Outcome(outcome), message=str(c.get("message", "")),
                        duration=float(c.get("duration", 0.0)), rerun=int(c.get("rerun", 0)),
                        quarantined=bool(c.get("quarantined", False)),
                        attachments={str(k): str(v) for k, v in c.get("attachments", {}).items()})

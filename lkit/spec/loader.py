@@ -23,7 +23,7 @@ from lkit.core import formats
 from lkit.errors import SpecError
 from lkit.spec import schema
 from lkit.spec.model import FileEntry, ImageEntry, Kernel, Spec, Volume, Where
-from lkit.spec.yamlmarks import Node, load_yaml, load_yaml_text
+from lkit.spec.yamlmarks import YamlNode, load_yaml, load_yaml_text
 
 TOP_KEYS = ("kernel", "init", "onboot", "onshutdown", "services", "files", "volumes", "trust", "outputs")
 KERNEL_KEYS = ("image", "cmdline", "binary", "tar", "ucode")
@@ -44,7 +44,7 @@ def output_format_names() -> tuple[str, ...]:
 class _Part:
     """What one file contributes before merging."""
 
-    kernel: dict[str, tuple[object, Node]] = field(default_factory=dict)
+    kernel: dict[str, tuple[object, YamlNode]] = field(default_factory=dict)
     kernel_where: Where | None = None
     init: list[str] = field(default_factory=list)
     onboot: list[ImageEntry] = field(default_factory=list)
@@ -55,7 +55,7 @@ class _Part:
     outputs: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     # (entry or file, field node) for uid/gid/additionalGids names, checked after merging
-    id_refs: list[tuple[str, Node]] = field(default_factory=list)
+    id_refs: list[tuple[str, YamlNode]] = field(default_factory=list)
 
 
 def load_spec(paths: Sequence[str | Path]) -> Spec:
@@ -84,7 +84,7 @@ def spec_name(path: Path) -> str:
 
 
 # --- one file -----------------------------------------------------------------------------------
-def _parse(root: Node, base: Path) -> _Part:
+def _parse(root: YamlNode, base: Path) -> _Part:
     part = _Part()
     if root.value is None:  # an empty file is an empty spec
         return part
@@ -112,7 +112,7 @@ def _parse(root: Node, base: Path) -> _Part:
     return part
 
 
-def _parse_kernel(node: Node, part: _Part) -> None:
+def _parse_kernel(node: YamlNode, part: _Part) -> None:
     fields = node.mapping(allowed=KERNEL_KEYS)
     part.kernel_where = Where(node.file, node.line)
     for key, child in fields.items():
@@ -120,7 +120,7 @@ def _parse_kernel(node: Node, part: _Part) -> None:
         part.kernel[key] = (value, child)
 
 
-def _parse_entry(node: Node, part: _Part) -> ImageEntry:
+def _parse_entry(node: YamlNode, part: _Part) -> ImageEntry:
     fields = node.mapping(allowed=schema.ENTRY_KEYS, required=("name", "image"))
     name = schema.container_name(fields["name"])
     image = schema.image_ref(fields["image"])
@@ -135,7 +135,7 @@ def _parse_entry(node: Node, part: _Part) -> ImageEntry:
     return ImageEntry(name=name, image=image, where=Where(node.file, node.line), config=config)
 
 
-def _parse_file(node: Node, base: Path, part: _Part) -> FileEntry:
+def _parse_file(node: YamlNode, base: Path, part: _Part) -> FileEntry:
     fields = node.mapping(allowed=FILE_KEYS, required=("path",))
     path_text = fields["path"].as_str()
     path = path_text.lstrip("/")
@@ -183,7 +183,7 @@ def _parse_file(node: Node, base: Path, part: _Part) -> FileEntry:
     return entry
 
 
-def _parse_volume(node: Node) -> Volume:
+def _parse_volume(node: YamlNode) -> Volume:
     fields = node.mapping(allowed=VOLUME_KEYS, required=("name",))
     name = fields["name"].as_str()
     if not VOLUME_NAME_RE.match(name) or not name:
@@ -200,7 +200,7 @@ def _parse_volume(node: Node) -> Volume:
                   where=Where(node.file, node.line))
 
 
-def _parse_output(node: Node) -> str:
+def _parse_output(node: YamlNode) -> str:
     if isinstance(node.value, str):
         raise node.error(f"expected a mapping {{format: {node.value}}}, got a string",
                          hint=f"write `- format: {node.value}`")
@@ -216,9 +216,9 @@ def _parse_output(node: Node) -> str:
 def _merge(parts: list[tuple[Path, _Part]]) -> Spec:
     spec = Spec(name=spec_name(parts[0][0]), sources=[p for p, _ in parts], kernel=None, init=[],
                 onboot=[], onshutdown=[], services=[], files=[], volumes=[], outputs=[], notices=[])
-    kernel: dict[str, tuple[object, Node]] = {}
+    kernel: dict[str, tuple[object, YamlNode]] = {}
     kernel_where: Where | None = None
-    id_refs: list[tuple[str, Node]] = []
+    id_refs: list[tuple[str, YamlNode]] = []
     for _, part in parts:
         for key, (value, node) in part.kernel.items():
             # LinuxKit: an empty string in a later file does not override (tar/ucode: any value does)
@@ -240,7 +240,7 @@ def _merge(parts: list[tuple[Path, _Part]]) -> Spec:
     return spec
 
 
-def _build_kernel(fields: dict[str, tuple[object, Node]], where: Where | None) -> Kernel | None:
+def _build_kernel(fields: dict[str, tuple[object, YamlNode]], where: Where | None) -> Kernel | None:
     if not fields:
         return None
     if "image" not in fields:
@@ -279,7 +279,7 @@ def _check_unique(spec: Spec) -> None:
                                 f"({', '.join(where_used)}); uid/gid by name refers to the last one")
 
 
-def _check_id_names(spec: Spec, refs: list[tuple[str, Node]]) -> None:
+def _check_id_names(spec: Spec, refs: list[tuple[str, YamlNode]]) -> None:
     names = {entry.name for _, _, entry in spec.entries()}
     for _, node in refs:
         value = node.value

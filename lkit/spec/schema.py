@@ -1,7 +1,7 @@
-"""LinuxKit's per-image schema as small checking functions over `Node`s.
+"""LinuxKit's per-image schema as small checking functions over `YamlNode`s.
 
 One table serves the spec loader and the `org.mobyproject.config` image label (whose errors come
-out as ImageError because the label's Node tree carries that error class). Beyond LinuxKit's JSON
+out as ImageError because the label's YamlNode tree carries that error class). Beyond LinuxKit's JSON
 schema, values LinuxKit only rejects at build time (capability names, binds, tmpfs, rlimits, device
 modes, mounts without type, namespaces) are checked here already, so the error can name the line.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lkit.core.capabilities import CAPABILITIES, NUMBERS
-from lkit.spec.yamlmarks import Node, describe
+from lkit.spec.yamlmarks import YamlNode, describe
 
-Check = Callable[[Node], Any]
+Check = Callable[[YamlNode], Any]
 
 RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE", "RLIMIT_RSS",
            "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS", "RLIMIT_LOCKS",
@@ -30,27 +30,27 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # --- primitive checks -------------------------------------------------------------------------
-def string(node: Node) -> str:
+def string(node: YamlNode) -> str:
     return node.as_str()
 
 
-def boolean(node: Node) -> bool:
+def boolean(node: YamlNode) -> bool:
     return node.as_bool()
 
 
-def integer(node: Node) -> int:
+def integer(node: YamlNode) -> int:
     return node.as_int()
 
 
-def strings(node: Node) -> list[str]:
+def strings(node: YamlNode) -> list[str]:
     return node.as_str_list()
 
 
-def mapstring(node: Node) -> dict[str, str]:
+def mapstring(node: YamlNode) -> dict[str, str]:
     return node.as_str_map()
 
 
-def str_or_int(node: Node) -> str | int:
+def str_or_int(node: YamlNode) -> str | int:
     if isinstance(node.value, str):
         return node.value
     if isinstance(node.value, int) and not isinstance(node.value, bool):
@@ -63,7 +63,7 @@ def str_or_int(node: Node) -> str | int:
 def obj(fields: dict[str, Check], required: tuple[str, ...] = ()) -> Check:
     """A mapping with exactly these keys (unknown keys are errors listing the allowed ones)."""
 
-    def check(node: Node) -> dict[str, Any]:
+    def check(node: YamlNode) -> dict[str, Any]:
         items = node.mapping(allowed=tuple(fields), required=required)
         return {key: fields[key](child) for key, child in items.items()}
 
@@ -71,13 +71,13 @@ def obj(fields: dict[str, Check], required: tuple[str, ...] = ()) -> Check:
 
 
 def list_of(item: Check) -> Check:
-    def check(node: Node) -> list[Any]:
+    def check(node: YamlNode) -> list[Any]:
         return [item(child) for child in node.sequence()]
 
     return check
 
 
-def octal_string(node: Node, limit: int = 0o7777) -> int:
+def octal_string(node: YamlNode, limit: int = 0o7777) -> int:
     """A mode written as an octal string ("0644"); ints are refused as YAML reads 0644 as a number."""
     if isinstance(node.value, int) and not isinstance(node.value, bool):
         raise node.error(f"mode must be an octal string, got integer {node.value}",
@@ -89,7 +89,7 @@ def octal_string(node: Node, limit: int = 0o7777) -> int:
 
 
 # --- semantic checks --------------------------------------------------------------------------
-def capability_list(node: Node) -> list[str]:
+def capability_list(node: YamlNode) -> list[str]:
     """Capability names; a single `all` or `none` (any case) stands for every or no capability."""
     items = node.sequence()
     names: list[str] = []
@@ -109,7 +109,7 @@ def capability_list(node: Node) -> list[str]:
     return names
 
 
-def bind(node: Node) -> str:
+def bind(node: YamlNode) -> str:
     text = node.as_str()
     parts = text.split(":")
     if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
@@ -120,7 +120,7 @@ def bind(node: Node) -> str:
     return text
 
 
-def tmpfs(node: Node) -> str:
+def tmpfs(node: YamlNode) -> str:
     text = node.as_str()
     parts = text.split(":")
     if len(parts) > 2 or not parts[0].startswith("/"):
@@ -152,7 +152,7 @@ def parse_rlimit(text: str) -> tuple[str, int, int]:
     return name, values[0], values[1]
 
 
-def rlimit(node: Node) -> str:
+def rlimit(node: YamlNode) -> str:
     text = node.as_str()
     try:
         parse_rlimit(text)
@@ -165,7 +165,7 @@ def namespace(kind: str) -> Check:
     """net/pid/ipc/uts/userns: host (or root), new, none (net only), or a namespace path."""
     allowed = ["host", "root", "new"] + (["none"] if kind == "net" else [])
 
-    def check(node: Node) -> str:
+    def check(node: YamlNode) -> str:
         text = node.as_str()
         if text in allowed or text.startswith("/"):
             return text
@@ -175,21 +175,21 @@ def namespace(kind: str) -> Check:
     return check
 
 
-def oom_score_adj(node: Node) -> int:
+def oom_score_adj(node: YamlNode) -> int:
     value = node.as_int()
     if not -1000 <= value <= 1000:
         raise node.error(f"oomScoreAdj {value} is outside -1000..1000")
     return value
 
 
-def propagation(node: Node) -> str:
+def propagation(node: YamlNode) -> str:
     text = node.as_str()
     if text and text not in PROPAGATIONS:
         raise node.error(f"invalid rootfsPropagation {text!r}", hint="allowed: " + ", ".join(PROPAGATIONS))
     return text
 
 
-def absolute_path(node: Node) -> str:
+def absolute_path(node: YamlNode) -> str:
     text = node.as_str()
     if not text.startswith("/"):
         raise node.error(f"{text!r} must be an absolute path")
@@ -201,7 +201,7 @@ _MOUNT_FIELDS = obj({"destination": string, "type": string, "source": string, "o
                      "uidmappings": list_of(IDMAPPING), "gidmappings": list_of(IDMAPPING)})
 
 
-def mount(node: Node) -> dict[str, Any]:
+def mount(node: YamlNode) -> dict[str, Any]:
     """A mount; like LinuxKit, type may be implied by source and destination by type."""
     value: dict[str, Any] = _MOUNT_FIELDS(node)
     kind = value.get("type") or ""
@@ -218,7 +218,7 @@ def mount(node: Node) -> dict[str, Any]:
     return value
 
 
-def device(node: Node) -> dict[str, Any]:
+def device(node: YamlNode) -> dict[str, Any]:
     value: dict[str, Any] = obj({"path": string, "type": string, "major": integer, "minor": integer,
                                  "mode": string},
                                 required=("path", "type"))(node)
@@ -302,12 +302,12 @@ IMAGE_FIELDS: dict[str, Check] = {
 ENTRY_KEYS: tuple[str, ...] = ("name", "image", *IMAGE_FIELDS)
 
 
-def image_config(node: Node, fields: dict[str, Node]) -> dict[str, Any]:
+def image_config(node: YamlNode, fields: dict[str, YamlNode]) -> dict[str, Any]:
     """Validated per-image fields of one entry or label (name/image excluded), in the given order."""
     return {key: IMAGE_FIELDS[key](child) for key, child in fields.items() if key in IMAGE_FIELDS}
 
 
-def container_name(node: Node) -> str:
+def container_name(node: YamlNode) -> str:
     """A container name: it becomes a directory (containers/services/NAME) and a runc id."""
     text = node.as_str()
     if not NAME_RE.match(text) or len(text) > 128:
@@ -316,7 +316,7 @@ def container_name(node: Node) -> str:
     return text
 
 
-def image_ref(node: Node) -> str:
+def image_ref(node: YamlNode) -> str:
     text = node.as_str()
     if not text or any(c.isspace() for c in text) or text != text.strip():
         raise node.error(f"invalid image reference {text!r}", hint="e.g. linuxkit/init:v1.0 or nginx:alpine")

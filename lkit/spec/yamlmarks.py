@@ -1,11 +1,11 @@
 """YAML with line marks: every mapping key and list item knows its file, line and field path.
 
 Why not `yaml.safe_load`: its plain values forget where they came from, so errors could only say
-"invalid spec". Here the document is composed into PyYAML nodes and converted into a `Node` tree
+"invalid spec". Here the document is composed into PyYAML nodes and converted into a `YamlNode` tree
 whose errors read `seed.yml:23: services[1].capabilities[2]: ...`. The same API serves the spec
 loader and the plugin's sidecar files (NAME.test.yml):
 
-    doc = load_yaml("suite.test.yml")            # -> Node (a mapping, or None-valued if empty)
+    doc = load_yaml("suite.test.yml")            # -> YamlNode (a mapping, or None-valued if empty)
     fields = doc.mapping(allowed=("boot", "checks"), required=("boot",))
     timeout = fields["boot"].mapping()["timeout"].as_int()
     raise fields["checks"].error("must not be empty")   # SpecError with file:line and field path
@@ -56,8 +56,8 @@ _Loader.add_implicit_resolver(_BOOL_TAG, _YAML12_BOOL, list("tTfF"))
 
 
 @dataclass
-class Node:
-    """One YAML value with its place: `value` is dict[str, Node], list[Node] or a plain scalar."""
+class YamlNode:
+    """One YAML value with its place: `value` is dict[str, YamlNode], list[YamlNode] or a plain scalar."""
 
     value: Any
     file: str
@@ -87,7 +87,7 @@ class Node:
         return "scalar"
 
     def plain(self) -> Any:
-        """The value with every Node unwrapped (dicts, lists, scalars)."""
+        """The value with every YamlNode unwrapped (dicts, lists, scalars)."""
         if isinstance(self.value, dict):
             return {key: child.plain() for key, child in self.value.items()}
         if isinstance(self.value, list):
@@ -96,7 +96,7 @@ class Node:
 
     def line_of(self, *keys: str | int) -> int | None:
         """Line of a descendant (mapping keys and list indexes), or this node's line if absent."""
-        node: Node = self
+        node: YamlNode = self
         for key in keys:
             if isinstance(node.value, dict) and isinstance(key, str) and key in node.value:
                 node = node.value[key]
@@ -107,7 +107,7 @@ class Node:
         return node.line
 
     # --- typed access ------------------------------------------------------------------------
-    def mapping(self, allowed: Sequence[str] | None = None, required: Sequence[str] = ()) -> dict[str, Node]:
+    def mapping(self, allowed: Sequence[str] | None = None, required: Sequence[str] = ()) -> dict[str, YamlNode]:
         """This node as a mapping; unknown keys (listing the allowed ones) and missing keys are errors."""
         if not isinstance(self.value, dict):
             raise self.error(f"expected a mapping, got {describe(self.value)}")
@@ -122,7 +122,7 @@ class Node:
                 raise self.error(f"missing required key {key!r}")
         return self.value
 
-    def sequence(self) -> list[Node]:
+    def sequence(self) -> list[YamlNode]:
         if not isinstance(self.value, list):
             raise self.error(f"expected a list, got {describe(self.value)}")
         return self.value
@@ -158,13 +158,13 @@ class Node:
     def as_str_map(self) -> dict[str, str]:
         return {key: child.as_str() for key, child in self.mapping().items()}
 
-    def items(self) -> Iterator[tuple[str, Node]]:
+    def items(self) -> Iterator[tuple[str, YamlNode]]:
         return iter(self.mapping().items())
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
     def from_plain(cls, value: Any, file: str, path: str = "", line: int | None = None,
-                   error_class: type[LkitError] = SpecError, depth: int = 0) -> Node:
+                   error_class: type[LkitError] = SpecError, depth: int = 0) -> YamlNode:
         """Wrap JSON-like data (e.g. an image label) so it is validated with the same code."""
         if depth > MAX_DEPTH:
             raise error_class(f"{path or 'value'}: nested deeper than {MAX_DEPTH} levels", where=file)
@@ -202,8 +202,8 @@ def _join(path: str, key: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-def load_yaml(path: str | Path) -> Node:
-    """Read and parse one YAML file (at most 8 MiB) into a Node tree."""
+def load_yaml(path: str | Path) -> YamlNode:
+    """Read and parse one YAML file (at most 8 MiB) into a YamlNode tree."""
     name = str(path)
     try:
         # O_NONBLOCK: opening a FIFO nobody writes to must not hang; reads then block as usual.
@@ -223,7 +223,7 @@ def load_yaml(path: str | Path) -> Node:
     return load_yaml_bytes(data, name)
 
 
-def load_yaml_bytes(data: bytes, filename: str) -> Node:
+def load_yaml_bytes(data: bytes, filename: str) -> YamlNode:
     if len(data) > MAX_BYTES:
         raise SpecError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", where=filename,
                         hint="a spec is a few kilobytes; is this the right file?")
@@ -235,8 +235,8 @@ def load_yaml_bytes(data: bytes, filename: str) -> Node:
     return load_yaml_text(text, filename)
 
 
-def load_yaml_text(text: str, filename: str = "<text>") -> Node:
-    """Parse YAML text into a Node tree (an empty document gives a Node whose value is None)."""
+def load_yaml_text(text: str, filename: str = "<text>") -> YamlNode:
+    """Parse YAML text into a YamlNode tree (an empty document gives a YamlNode whose value is None)."""
     if len(text) > MAX_BYTES:
         raise SpecError(f"text is larger than {MAX_BYTES // (1024 * 1024)} MiB", where=filename)
     try:
@@ -249,7 +249,7 @@ def load_yaml_text(text: str, filename: str = "<text>") -> Node:
     except RecursionError:
         raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", where=filename) from None
     if root is None:
-        return Node(None, filename, 1)
+        return YamlNode(None, filename, 1)
     return _Converter(filename).convert(root, "")
 
 
@@ -280,7 +280,7 @@ def _check_depth(text: str, filename: str) -> None:
 
 
 class _Converter:
-    """PyYAML node graph -> Node tree, counting alias expansion and rejecting duplicate keys."""
+    """PyYAML node graph -> YamlNode tree, counting alias expansion and rejecting duplicate keys."""
 
     def __init__(self, filename: str) -> None:
         self.filename = filename
@@ -289,7 +289,7 @@ class _Converter:
         self.expanded = 0
 
     def convert(self, node: yaml.Node, path: str, line: int | None = None, in_alias: bool = False,
-                outer: int | None = None) -> Node:
+                outer: int | None = None) -> YamlNode:
         """`outer` is the last line outside alias expansion: where an alias bomb is reported."""
         if id(node) in self.seen and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             in_alias = True
@@ -305,12 +305,12 @@ class _Converter:
         if not in_alias:
             outer = line
         if isinstance(node, yaml.MappingNode):
-            return Node(self._mapping(node, path, in_alias, outer), self.filename, line, path)
+            return YamlNode(self._mapping(node, path, in_alias, outer), self.filename, line, path)
         if isinstance(node, yaml.SequenceNode):
             items = [self.convert(item, f"{path}[{index}]", None, in_alias, outer)
                      for index, item in enumerate(node.value)]
-            return Node(items, self.filename, line, path)
-        return Node(self._scalar(node, path), self.filename, line, path)
+            return YamlNode(items, self.filename, line, path)
+        return YamlNode(self._scalar(node, path), self.filename, line, path)
 
     def _scalar(self, node: yaml.Node, path: str) -> Any:
         try:
@@ -324,10 +324,10 @@ class _Converter:
             raise SpecError(f"{path or 'value'}: cannot read value: {exc}", where=where) from None
 
     def _mapping(self, node: yaml.MappingNode, path: str, in_alias: bool,
-                 outer: int | None) -> dict[str, Node]:
-        result: dict[str, Node] = {}
+                 outer: int | None) -> dict[str, YamlNode]:
+        result: dict[str, YamlNode] = {}
         first_line: dict[str, int] = {}
-        merged: dict[str, Node] = {}
+        merged: dict[str, YamlNode] = {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             where = f"{self.filename}:{key_line}"
@@ -350,10 +350,10 @@ class _Converter:
             result.setdefault(key, child)
         return result
 
-    def _merge_sources(self, value_node: yaml.Node, path: str, outer: int | None) -> list[tuple[str, Node]]:
+    def _merge_sources(self, value_node: yaml.Node, path: str, outer: int | None) -> list[tuple[str, YamlNode]]:
         """YAML merge keys (`<<: *base`), as LinuxKit's YAML decoder supports them."""
         sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-        pairs: list[tuple[str, Node]] = []
+        pairs: list[tuple[str, YamlNode]] = []
         for source in sources:
             if not isinstance(source, yaml.MappingNode):
                 raise SpecError(f"{path or 'document'}: '<<' must merge a mapping or a list of mappings",
@@ -362,12 +362,12 @@ class _Converter:
         return pairs
 
 
-def load_json_node(text: str, file: str, error_class: type[LkitError] = SpecError) -> Node:
-    """Parse JSON text (an image label) into a Node tree without line numbers."""
+def load_json_node(text: str, file: str, error_class: type[LkitError] = SpecError) -> YamlNode:
+    """Parse JSON text (an image label) into a YamlNode tree without line numbers."""
     if len(text) > MAX_BYTES:
         raise error_class(f"JSON text is larger than {MAX_BYTES // (1024 * 1024)} MiB", where=file)
     try:
-        return Node.from_plain(json.loads(text), file, error_class=error_class)
+        return YamlNode.from_plain(json.loads(text), file, error_class=error_class)
     except RecursionError:
         raise error_class("JSON nested too deeply to read", where=file) from None
     except ValueError as exc:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from lkit.machine.artifacts import boot_target
-from lkit.machine.channel import CHUNK, ConsoleChannel
+from lkit.machine.channel import LINE_B64_CHARS, ConsoleChannel
 from lkit.machine.testguest import SampleGuest, sample_guest
 from lkit.machine.vm import Machine
 
@@ -60,7 +60,7 @@ def test_non_zero_exit_and_stdin_is_dev_null(vm: Machine) -> None:
 
 
 def test_long_commands_are_split_and_reassembled(vm: Machine) -> None:
-    word = "x" * (CHUNK * 3 + 17)
+    word = "x" * (LINE_B64_CHARS * 3 + 17)
     assert vm.succeed(f"echo {word} | wc -c").strip() == str(len(word) + 1)
 
 

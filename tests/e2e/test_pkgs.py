@@ -19,7 +19,7 @@ import pytest
 from lkit.images import pkgbuild
 from lkit.images.store import Store
 from lkit.spec import schema
-from lkit.spec.yamlmarks import Node
+from lkit.spec.yamlmarks import YamlNode
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +155,7 @@ def test_labels_are_json_valid_for_the_spec_schema(built):
         assert labels[pkgbuild.INPUTS_LABEL].startswith("sha256:")
         if pkgbuild.MOBY_LABEL in labels:
             label = json.loads(labels[pkgbuild.MOBY_LABEL])
-            node = Node.from_plain(label, f"{r.ref} label")
+            node = YamlNode.from_plain(label, f"{r.ref} label")
             schema.image_config(node, node.mapping(allowed=tuple(schema.IMAGE_FIELDS)))
             labelled.add(name)
     assert {"getty", "sysctl", "binfmt", "dhcpcd", "rngd", "nginx", "redis"} <= labelled

@@ -14,7 +14,7 @@ import pytest
 
 from lkit.cli import main
 from lkit.errors import ImageError
-from lkit.images.archive import export_archive, import_archive
+from lkit.images.cache_archive import export_archive, import_archive
 from lkit.images.oci import add_image, canonical_json
 from lkit.images.store import CONTAINERD_NAME, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME, Store
 

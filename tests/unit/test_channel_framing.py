@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lkit.errors import MachineError
-from lkit.machine.channel import CHUNK, encode_request, end_pattern, parse_response
+from lkit.machine.channel import LINE_B64_CHARS, encode_request, end_pattern, parse_response
 
 
 def frame(nonce: str, out: bytes, err: bytes, rc: int, counts: bool = True, wrap: int = 76,
@@ -28,7 +28,7 @@ def test_request_is_one_line_for_short_commands() -> None:
 
 
 def test_long_commands_are_split_into_continuation_lines() -> None:
-    cmd = "echo " + "x" * (CHUNK * 2)
+    cmd = "echo " + "x" * (LINE_B64_CHARS * 2)
     lines = encode_request("n1", cmd, 5).decode().splitlines()
     assert len(lines) == 3
     assert all(line.startswith("n1 + ") for line in lines[:-1])

@@ -367,11 +367,11 @@ def test_kernel_tar_takes_module_closure_and_writes_modules_dep(tmp_path):
 
 
 def test_write_tar_is_deterministic_and_has_no_pax_headers():
-    entries = {"b/long/" + "x" * 120: pkgbuild.Entry("file", 0o644, b"data"),
-               "a": pkgbuild.Entry("symlink", 0o777, link="/b"), "c": pkgbuild.Entry("dir", 0o700)}
+    entries = {"b/long/" + "x" * 120: pkgbuild.ImageFile("file", 0o644, b"data"),
+               "a": pkgbuild.ImageFile("symlink", 0o777, link="/b"), "c": pkgbuild.ImageFile("dir", 0o700)}
     one, two = io.BytesIO(), io.BytesIO()
-    pkgbuild.write_tar(one, entries)
-    pkgbuild.write_tar(two, dict(reversed(list(entries.items()))))
+    pkgbuild.write_layer_tar(one, entries)
+    pkgbuild.write_layer_tar(two, dict(reversed(list(entries.items()))))
     assert one.getvalue() == two.getvalue()
     raw = one.getvalue()
     assert b"PaxHeader" not in raw and b"mtime=" not in raw

@@ -1,4 +1,4 @@
-"""The spec loader: every LinuxKit field, the seed, merging several files, the Node API."""
+"""The spec loader: every LinuxKit field, the seed, merging several files, the YamlNode API."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lkit.errors import ImageError, SpecError
-from lkit.spec import Node, Where, load_json_node, load_spec, load_spec_text, load_yaml, load_yaml_text
+from lkit.spec import YamlNode, Where, load_json_node, load_spec, load_spec_text, load_yaml, load_yaml_text
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "specs"
 SEED = DATA / "good" / "seed.yml"
@@ -307,7 +307,7 @@ def test_load_spec_accepts_single_path_and_rejects_empty(tmp_path: Path):
         load_spec([])
 
 
-# --- the Node API (used by the plugin for NAME.test.yml) --------------------------------------
+# --- the YamlNode API (used by the plugin for NAME.test.yml) --------------------------------------
 def test_node_api_lines_paths_and_typed_access(tmp_path: Path):
     path = tmp_path / "suite.test.yml"
     path.write_text("boot:\n  timeout: 30\n  markers:\n    - services started\n    - 7\nname: x\n")
@@ -350,7 +350,7 @@ def test_json_node_carries_error_class():
 
 
 def test_node_from_plain_paths():
-    node = Node.from_plain({"x": [{"y": 1}]}, "f")
+    node = YamlNode.from_plain({"x": [{"y": 1}]}, "f")
     assert node.value["x"].value[0].value["y"].path == "x[0].y"
 
 

@@ -1,6 +1,6 @@
 """A minimal deterministic newc cpio writer for the small stage-1 initrd kernel+squashfs needs.
 
-(The root filesystem's own initrd is written by lkit/build/archive.py; this one only has to hold
+(The root filesystem's own initrd is written by lkit/build/tree_archive.py; this one only has to hold
 busybox, a few kernel modules and a script, so it stays self-contained here.)
 """
 
@@ -15,7 +15,7 @@ from lkit.build.outputs.base import SOURCE_DATE_EPOCH
 
 
 @dataclass(frozen=True)
-class Entry:
+class CpioEntry:
     path: str            # without leading "/"
     mode: int            # full st_mode (type + permissions)
     data: bytes = b""    # file contents, or the target of a symlink
@@ -26,22 +26,22 @@ class Entry:
 class CpioWriter:
     """Collects entries, then writes them sorted by path with fixed owner and time."""
 
-    entries: dict[str, Entry] = field(default_factory=dict)
+    entries: dict[str, CpioEntry] = field(default_factory=dict)
 
     def dir(self, path: str, perm: int = 0o755) -> None:
-        self.entries[path] = Entry(path, stat.S_IFDIR | perm)
+        self.entries[path] = CpioEntry(path, stat.S_IFDIR | perm)
 
     def file(self, path: str, data: bytes, perm: int = 0o644) -> None:
         self._parents(path)
-        self.entries[path] = Entry(path, stat.S_IFREG | perm, data)
+        self.entries[path] = CpioEntry(path, stat.S_IFREG | perm, data)
 
     def symlink(self, path: str, target: str) -> None:
         self._parents(path)
-        self.entries[path] = Entry(path, stat.S_IFLNK | 0o777, target.encode())
+        self.entries[path] = CpioEntry(path, stat.S_IFLNK | 0o777, target.encode())
 
     def chardev(self, path: str, major: int, minor: int, perm: int = 0o600) -> None:
         self._parents(path)
-        self.entries[path] = Entry(path, stat.S_IFCHR | perm, rdev=(major, minor))
+        self.entries[path] = CpioEntry(path, stat.S_IFCHR | perm, rdev=(major, minor))
 
     def _parents(self, path: str) -> None:
         parts = path.split("/")[:-1]
@@ -54,7 +54,7 @@ class CpioWriter:
         out = io.BytesIO()
         for ino, path in enumerate(sorted(self.entries), start=1):
             _write_entry(out, ino, self.entries[path])
-        _write_entry(out, 0, Entry("TRAILER!!!", 0))
+        _write_entry(out, 0, CpioEntry("TRAILER!!!", 0))
         data = out.getvalue()
         return data + b"\0" * (-len(data) % 512)
 
@@ -62,7 +62,7 @@ class CpioWriter:
         return gzip.compress(self.to_bytes(), compresslevel=9, mtime=0)
 
 
-def _write_entry(out: io.BytesIO, ino: int, e: Entry) -> None:
+def _write_entry(out: io.BytesIO, ino: int, e: CpioEntry) -> None:
     name = e.path.encode() + b"\0"
     nlink = 2 if stat.S_ISDIR(e.mode) else 1
     mtime = SOURCE_DATE_EPOCH if ino else 0

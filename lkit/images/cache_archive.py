@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from lkit.core import buildtime
+from lkit.core.files import COPY_BUFSIZE
 from lkit.errors import ImageError
 from lkit.images import refs
 from lkit.images.oci import canonical_json, gzip_into_store
-from lkit.images.store import (CHUNK, CONTAINERD_NAME, GZIP_MAGIC, LAYOUT_VERSION, OCI_CONFIG, OCI_INDEX,
+from lkit.images.store import (CONTAINERD_NAME, GZIP_MAGIC, LAYOUT_VERSION, OCI_CONFIG, OCI_INDEX,
                                OCI_LAYER_GZIP, OCI_MANIFEST, REF_NAME, ZSTD_MAGIC, Descriptor, Store,
                                content_media_type)
 
@@ -394,7 +395,7 @@ class _Exact:
     def __init__(self, f: BinaryIO, size: int) -> None:
         self._f, self._left = f, size
 
-    def read(self, n: int = CHUNK) -> bytes:
+    def read(self, n: int = COPY_BUFSIZE) -> bytes:
         data = self._f.read(min(n, self._left) if n >= 0 else self._left)
         self._left -= len(data)
         if self._left == 0:

@@ -5,7 +5,7 @@ import subprocess
 import tarfile
 import zlib
 
-from lkit.build.archive import write_cpio, write_initrd, write_tar
+from lkit.build.tree_archive import write_cpio, write_initrd, write_tar
 from lkit.build.tree import Tree
 
 
@@ -21,8 +21,8 @@ def sample_tree() -> Tree:
 
 def test_initrd_is_deterministic_one_gzip_member_one_archive(tmp_path):
     a, b = io.BytesIO(), io.BytesIO()
-    write_initrd(sample_tree(), a, chunk_bytes=1000)  # several deflate pieces, compressed in parallel
-    write_initrd(sample_tree(), b, chunk_bytes=1000)
+    write_initrd(sample_tree(), a, piece_bytes=1000)  # several deflate pieces, compressed in parallel
+    write_initrd(sample_tree(), b, piece_bytes=1000)
     assert a.getvalue() == b.getvalue()
     # One gzip member (so `gzip -l` and `file` see all of it) holding one cpio archive.
     d = zlib.decompressobj(31)
@@ -38,7 +38,7 @@ def test_initrd_is_deterministic_one_gzip_member_one_archive(tmp_path):
 
 
 def test_crc32_combine_matches_zlib():
-    from lkit.build.archive import crc32_combine
+    from lkit.build.tree_archive import crc32_combine
 
     for left, right in ((b"", b"x"), (b"abc", b""), (b"a" * 1000, b"b" * 77), (bytes(range(256)) * 9, b"\0" * 4097)):
         assert crc32_combine(zlib.crc32(left), zlib.crc32(right), len(right)) == zlib.crc32(left + right)
@@ -69,12 +69,12 @@ def test_tar_has_fixed_times_and_owners(tmp_path):
 def test_hard_links_fifos_and_mtimes_as_linuxkit_writes_them(tmp_path):
     """A hard link stays one in the tar (after its target) and is a relative symlink in the cpio, as
     LinuxKit's initrd writer makes it; fifos are kept; each entry keeps its own mtime."""
-    from lkit.build.tree import Node
+    from lkit.build.tree import FsNode, NodeKind
 
     tree = Tree()
     tree.add_file("a/z-target", b"data", 0o755, mtime=1600000000)
-    tree.add_node("a/b/link", Node("hardlink", 0o755, target="a/z-target", mtime=1600000001))
-    tree.add_node("run/pipe", Node("fifo", 0o600, mtime=1600000002))
+    tree.add_node("a/b/link", FsNode(NodeKind.HARDLINK, 0o755, target="a/z-target", mtime=1600000001))
+    tree.add_node("run/pipe", FsNode(NodeKind.FIFO, 0o600, mtime=1600000002))
     buf = io.BytesIO()
     write_tar(tree, buf)
     buf.seek(0)

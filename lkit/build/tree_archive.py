@@ -21,11 +21,11 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
-from lkit.build.tree import Node, Tree
+from lkit.build.tree import FsNode, Tree
 
 CPIO_TRAILER = "TRAILER!!!"
 GZIP_LEVEL = 1            # seed initrd, 2 cores: level 1 2.1 s / 52.2 MB, 4: 3.6 s / 48.7 MB, 6: 7.4 s / 47.1 MB
-CHUNK_BYTES = 8 << 20     # uncompressed bytes per cpio archive / gzip member
+PIECE_BYTES = 8 << 20     # uncompressed bytes per deflate piece (compressed on its own thread)
 
 
 def _pad4(n: int) -> bytes:
@@ -44,7 +44,7 @@ def hardlink_as_symlink(path: str, target: str) -> str:
     return posixpath.relpath(target, posixpath.dirname(path) or ".")
 
 
-def _cpio_entry(path: str, node: Node, ino: int) -> Iterator[bytes]:
+def _cpio_entry(path: str, node: FsNode, ino: int) -> Iterator[bytes]:
     mode = node.type_bits | (node.mode & 0o7777)
     if node.kind == "file":
         assert node.content is not None
@@ -64,14 +64,14 @@ def _trailer() -> bytes:
     return cpio_header(CPIO_TRAILER, 0, 0, 0, 0, 1, 0)
 
 
-def cpio_groups(entries: Iterable[tuple[str, Node]], chunk_bytes: int) -> Iterator[list[tuple[str, Node, int]]]:
-    """Split entries into consecutive groups of about `chunk_bytes` (each one deflate piece)."""
-    group: list[tuple[str, Node, int]] = []
+def cpio_groups(entries: Iterable[tuple[str, FsNode]], piece_bytes: int) -> Iterator[list[tuple[str, FsNode, int]]]:
+    """Split entries into consecutive groups of about `piece_bytes` (each one deflate piece)."""
+    group: list[tuple[str, FsNode, int]] = []
     size = 0
     for ino, (path, node) in enumerate(entries, start=1):
         group.append((path, node, ino))
         size += 512 + (node.content.length if node.kind == "file" and node.content else 0)
-        if size >= chunk_bytes:
+        if size >= piece_bytes:
             yield group
             group, size = [], 0
     if group:
@@ -107,7 +107,7 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return crc1 ^ crc2
 
 
-def _deflate_group(group: list[tuple[str, Node, int]], level: int, last: bool) -> tuple[bytes, int, int]:
+def _deflate_group(group: list[tuple[str, FsNode, int]], level: int, last: bool) -> tuple[bytes, int, int]:
     """Raw deflate of one group's cpio bytes, ending byte-aligned (or final, with the archive's
     trailer); with their CRC-32 and length. Runs on a worker thread, which reads the contents itself,
     so only the groups being compressed are in memory."""
@@ -127,11 +127,11 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
 
 
 def write_initrd(tree: Tree, dest: BinaryIO, *, exclude: frozenset[str] = frozenset(), level: int = GZIP_LEVEL,
-                 chunk_bytes: int = CHUNK_BYTES, prefix: bytes = b"", workers: int = 2) -> None:
+                 piece_bytes: int = PIECE_BYTES, prefix: bytes = b"", workers: int = 2) -> None:
     """Gzip newc cpio of `tree` into `dest`; `prefix` (e.g. an uncompressed ucode cpio) goes first."""
     dest.write(prefix)
     dest.write(GZIP_HEADER)
-    groups = [*cpio_groups(tree.walk(exclude), chunk_bytes)]
+    groups = [*cpio_groups(tree.walk(exclude), piece_bytes)]
     crc, total = 0, 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = []
@@ -182,7 +182,7 @@ class _ChunkReader(io.RawIOBase):
         return data
 
 
-def write_tar(tree: Tree, dest: BinaryIO, *, exclude: frozenset[str] = frozenset(), extra: Iterable[tuple[str, Node]] = ()) -> None:
+def write_tar(tree: Tree, dest: BinaryIO, *, exclude: frozenset[str] = frozenset(), extra: Iterable[tuple[str, FsNode]] = ()) -> None:
     """A tar of the tree (plus `extra` entries first), numeric owners only.
 
     Hard links go last, so that every unpacker has their targets already."""
