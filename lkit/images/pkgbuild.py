@@ -29,7 +29,8 @@ resolved versions and .deb checksums are pinned in build.lock beside it. The for
 Every entry is owned by root and stamped 2017-04-18 16:30 UTC; entries are sorted; the layer is an
 uncompressed GNU tar without pax headers. The image carries the label `org.lkit.pkgbuild.inputs`,
 the hash of build.yml, build.lock, files/ and this builder's source: a build whose inputs are
-unchanged is a no-op.
+unchanged is a no-op; and `org.lkit.pkgbuild.packages`, build.lock's packages and versions (JSON),
+which build manifests report.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from lkit.spec.yamlmarks import Node, load_yaml
 EPOCH = buildtime.EPOCH
 BUILDER_VERSION = "1"
 INPUTS_LABEL = "org.lkit.pkgbuild.inputs"
+PACKAGES_LABEL = "org.lkit.pkgbuild.packages"   # {"name": "version"} of build.lock, as JSON
 MOBY_LABEL = "org.mobyproject.config"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
@@ -690,11 +692,14 @@ def inputs_hash(spec: BuildSpec, files: list[HostFile]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def image_config(spec: BuildSpec, inputs: str) -> dict[str, Any]:
+def image_config(spec: BuildSpec, inputs: str, locked: Iterable[Locked] = ()) -> dict[str, Any]:
     config = dict(spec.config)
     config.setdefault("Env", [DEFAULT_PATH])
     config.setdefault("WorkingDir", "/")
     labels = {INPUTS_LABEL: inputs}
+    packages = {e.name: e.version for e in locked}
+    if packages:  # what build manifests (lkit.build.manifest) report as the image's packages
+        labels[PACKAGES_LABEL] = json.dumps(packages, sort_keys=True, separators=(",", ":"))
     if spec.label is not None:
         labels[MOBY_LABEL] = json.dumps(spec.label, sort_keys=True, separators=(",", ":"))
     config["Labels"] = labels
@@ -758,7 +763,7 @@ def build(directory: Path, store: Store, *, update: bool = False,
         layer = scratch / "layer.tar"
         with open(layer, "wb") as fh:
             write_tar(fh, tree.entries)
-        oci.add_image(store, spec.ref, [layer], config=image_config(spec, inputs))
+        oci.add_image(store, spec.ref, [layer], config=image_config(spec, inputs, locked))
     digest, size, _ = _image_size(store, spec.ref)
     return BuildResult(spec.name, spec.ref, digest, size, "built", time.monotonic() - started)
 

@@ -45,6 +45,7 @@ class FormatBaseline:
     format: str
     figures: dict[str, FigureStats] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)   # check -> usual outcome
+    manifest: dict[str, str] = field(default_factory=dict)  # {path, sha256} of its build manifest
 
     @property
     def key(self) -> str:
@@ -57,6 +58,7 @@ class Baseline:
 
     formats: dict[str, FormatBaseline] = field(default_factory=dict)   # key "spec format"
     sources: list[str] = field(default_factory=list)                   # run ids it was built from
+    folder: Path | None = field(default=None, repr=False, compare=False)  # manifest paths are relative to it
 
     @classmethod
     def from_runs(cls, summaries: Iterable[RunSummary]) -> Baseline:
@@ -65,10 +67,15 @@ class Baseline:
         outcomes: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         names: dict[str, tuple[str, str]] = {}
         sources: list[str] = []
+        manifests: dict[str, dict[str, str]] = {}
         for summary in summaries:
             sources.append(summary.run_id)
             for run in summary.runs:
                 names[run.key] = (run.spec, run.format)
+                rel = run.properties.get("manifest")
+                if rel:  # the newest run's build manifest: what the baseline's images hold
+                    path = summary.folder / rel if summary.folder is not None else Path(rel)
+                    manifests[run.key] = {"path": str(path), "sha256": run.properties.get("manifest.sha256", "")}
                 for fig, value in run.figures.items():
                     values[run.key][fig].extend(run.samples.get(fig) or [value])
                 for fig, samples in run.samples.items():
@@ -81,12 +88,16 @@ class Baseline:
             formats[key] = FormatBaseline(
                 spec=spec, format=fmt,
                 figures={f: FigureStats.of(v) for f, v in sorted(values[key].items())},
-                checks={c: _usual(o) for c, o in sorted(outcomes[key].items())})
+                checks={c: _usual(o) for c, o in sorted(outcomes[key].items())},
+                manifest=manifests.get(key, {}))
         return cls(formats=formats, sources=sources)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": BASELINE_SCHEMA, "kind": "lkit-baseline", "sources": self.sources,
-                "formats": {k: asdict(v) for k, v in sorted(self.formats.items())}}
+        formats = {k: asdict(v) for k, v in sorted(self.formats.items())}
+        for f in formats.values():
+            if not f["manifest"]:
+                del f["manifest"]
+        return {"schema": BASELINE_SCHEMA, "kind": "lkit-baseline", "sources": self.sources, "formats": formats}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str | None = None) -> Baseline:
@@ -100,7 +111,8 @@ class Baseline:
             formats = {
                 key: FormatBaseline(spec=str(f["spec"]), format=str(f["format"]),
                                     figures={n: FigureStats(**s) for n, s in f.get("figures", {}).items()},
-                                    checks={str(c): str(o) for c, o in f.get("checks", {}).items()})
+                                    checks={str(c): str(o) for c, o in f.get("checks", {}).items()},
+                                    manifest={str(k): str(v) for k, v in (f.get("manifest") or {}).items()})
                 for key, f in d.get("formats", {}).items()}
         except (KeyError, TypeError) as exc:
             raise ReportError(f"malformed baseline: {exc}", where=where) from None
@@ -113,7 +125,9 @@ class Baseline:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Baseline:
         p = Path(path)
-        return cls.from_json(read_json(p), where=str(p))
+        baseline = cls.from_json(read_json(p), where=str(p))
+        baseline.folder = p.parent
+        return baseline
 
 
 def load_reference(path: str | os.PathLike[str]) -> Baseline | RunSummary:
@@ -123,8 +137,12 @@ def load_reference(path: str | os.PathLike[str]) -> Baseline | RunSummary:
         return RunSummary.load(p)
     data = read_json(p)
     if isinstance(data, dict) and data.get("kind") == "lkit-baseline":
-        return Baseline.from_json(data, where=str(p))
-    return RunSummary.from_json(data, where=str(p))
+        baseline = Baseline.from_json(data, where=str(p))
+        baseline.folder = p.parent
+        return baseline
+    summary = RunSummary.from_json(data, where=str(p))
+    summary.folder = p.parent
+    return summary
 
 
 def _usual(outcomes: list[str]) -> str:

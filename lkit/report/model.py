@@ -91,10 +91,14 @@ class RunSummary:
     runs: list[FormatRun] = field(default_factory=list)
     exit_status: int | None = None
     timing: dict[str, float] = field(default_factory=dict)  # session: wall, reports, ... (seconds)
+    # The run folder it was read from or is written to (not serialised): paths in properties, such
+    # as the build manifests', are relative to it.
+    folder: Path | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with sorted, stable content (same run -> same bytes)."""
         data = asdict(self)
+        data.pop("folder", None)
         data["runs"] = sorted(data["runs"], key=lambda r: (r["spec"], r["format"]))
         return {"schema": SCHEMA_VERSION, "kind": "lkit-run", **data}
 
@@ -127,7 +131,9 @@ class RunSummary:
         p = Path(path)
         if p.is_dir():
             p = p / "summary.json"
-        return cls.from_json(read_json(p), where=str(p))
+        summary = cls.from_json(read_json(p), where=str(p))
+        summary.folder = p.parent
+        return summary
 
 
 def read_json(path: Path) -> Any:
