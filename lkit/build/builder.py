@@ -237,6 +237,16 @@ class _BootFilesMaker:
         return path
 
 
+def _manifest_current(recorded: object, path: Path, formats: dict[str, list[dict]]) -> bool:
+    """Whether the manifest the stamp recorded is still there, for the same formats."""
+    if not isinstance(recorded, dict) or recorded.get("formats") != sorted(formats):
+        return False
+    try:
+        return path.stat().st_size == recorded.get("size")
+    except OSError:
+        return False
+
+
 def _write_manifest(maker: _BootFilesMaker, outdir: Path, formats: dict[str, list[dict]]) -> Path:
     """<outdir>/.lkit/<name>.manifest.json: beside the outputs, never inside one (they stay LinuxKit's
     bytes); rewritten only when its content changes."""
@@ -310,6 +320,11 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
             result.reused.append(fmt)
         else:
             todo.append(fmt)
+    manifest_file = build_manifest.manifest_path(outdir, spec.name)
+    if not todo and _manifest_current(record.get("manifest"), manifest_file, previous):
+        result.manifest = manifest_file   # nothing changed: outputs and their manifest are as recorded
+        result.seconds = time.monotonic() - started
+        return result
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-build.", dir=outdir)))
         if not use_cache:
@@ -331,7 +346,8 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
                        **{fmt: [{"name": a.path.name, "size": a.size, "sha256": a.sha256,
                                  "mtime_ns": a.path.stat().st_mtime_ns} for a in arts]
                           for fmt, arts in result.artifacts.items()}}
-        stamp.save({"key": key, "formats": all_formats, "images": digests})
         result.manifest = _write_manifest(maker, outdir, all_formats)
+        stamp.save({"key": key, "formats": all_formats, "images": digests,
+                    "manifest": {"size": result.manifest.stat().st_size, "formats": sorted(all_formats)}})
     result.seconds = time.monotonic() - started
     return result

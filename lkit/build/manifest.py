@@ -291,6 +291,45 @@ def _sha256(content: Content) -> str:
     return h.hexdigest()
 
 
+class _Digests:
+    """sha256 of file contents; those of a verified, immutable uncompressed layer in the store are
+    kept in the store (`<store>/lkit-digests/<diff_id hex>.json`, offset:size -> sha256), so a build
+    from known images does not hash them again."""
+
+    def __init__(self) -> None:
+        self.tables: dict[Path, dict[str, str]] = {}
+        self.dirty: set[Path] = set()
+
+    def of(self, content: Content) -> str:
+        source = content.source
+        layers = next((p for p in source.parents[:2] if p.name == "lkit-uncompressed"), None) if source else None
+        if source is None or layers is None or not _HEX64.match(source.name):
+            return _sha256(content)
+        table_path = layers.parent / "lkit-digests" / f"{source.name}.json"
+        table = self.tables.get(table_path)
+        if table is None:
+            try:
+                loaded = json.loads(table_path.read_text())
+                table = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                table = {}
+            self.tables[table_path] = table
+        key = f"{content.offset}:{content.size}"
+        digest = table.get(key)
+        if not isinstance(digest, str) or not _HEX64.match(digest):
+            digest = table[key] = _sha256(content)
+            self.dirty.add(table_path)
+        return digest
+
+    def save(self) -> None:
+        for path in sorted(self.dirty):
+            try:
+                write_text(path, json.dumps(self.tables[path], sort_keys=True, separators=(",", ":")))
+            except OSError:
+                pass  # a read-only store: the digests are made again next time
+        self.dirty.clear()
+
+
 def _read(tree: Tree, path: str, limit: int = 16 << 20) -> bytes | None:
     node = tree.lookup(path)
     if node is None or node.kind != "file" or node.content is None or node.content.length > limit:
@@ -405,8 +444,10 @@ def manifest_of(spec: Any, assembly: Any, resolve: Callable[[str], Any], key: st
         path_origin[_clean(header.name)] = index
     lkit_origin = origin_index.setdefault(Origin("lkit", "", "", None), len(origin_index))
     files: dict[str, FileRecord] = {}
+    digests = _Digests()
     for path, node in tree.walk():
-        files[path] = _record(path, node, path_origin.get(path, lkit_origin))
+        files[path] = _record(path, node, path_origin.get(path, lkit_origin), digests)
+    digests.save()
     manifest = BuildManifest(name=spec.name, key=key, origins=list(origin_index), files=files)
     # Images, with their packages.
     for location, (slot, ref) in slots.items():
@@ -436,10 +477,10 @@ def manifest_of(spec: Any, assembly: Any, resolve: Callable[[str], Any], key: st
     return manifest
 
 
-def _record(path: str, node: Node, origin: int) -> FileRecord:
+def _record(path: str, node: Node, origin: int, digests: _Digests) -> FileRecord:
     if node.kind == "file" and node.content is not None:
-        return FileRecord(path, "f", node.mode, node.uid, node.gid, node.content.length, _sha256(node.content), None,
-                          origin)
+        return FileRecord(path, "f", node.mode, node.uid, node.gid, node.content.length, digests.of(node.content),
+                          None, origin)
     link = node.target if node.kind in ("symlink", "hardlink") else None
     return FileRecord(path, TYPE_CODE[node.kind], node.mode, node.uid, node.gid, 0, None, link, origin)
 
