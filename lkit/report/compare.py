@@ -19,6 +19,7 @@ from lkit.report.model import FormatRun, ReportError, RunSummary
 
 DETAIL_INDENT = "           "   # explanations go under their REGRESSION line, aligned with its text
 CHANGED_TOP = 3
+BOOT_TOP = 2
 EXPLAIN_TOP = 3
 GROUPS_CHANGED = ("containers", "kernel", "packages", "images", "files")
 
@@ -117,7 +118,8 @@ class Comparison:
         return out
 
     def changed_lines(self, n: int = CHANGED_TOP) -> list[str]:
-        """The top changes inside each spec's images, once per spec (its formats share the root)."""
+        """The top changes inside each spec's images, once per spec (its formats share the root), and
+        the boot phases that changed most, per format."""
         out: list[str] = []
         seen: set[tuple[str, str]] = set()
         for key, d in sorted(self.changes.items()):
@@ -126,6 +128,8 @@ class Comparison:
                 if (spec, change.text) not in seen:
                     seen.add((spec, change.text))
                     out.append(f"{spec}: {change.group}: {change.text}")
+            boot = sorted(d.group("boot"), key=lambda c: -abs(c.delta))[:BOOT_TOP]
+            out += [f"{key}: boot: {c.text}" for c in boot]   # the boot is per format
         return out
 
 

@@ -316,9 +316,7 @@ def _field_changes(ca: ContainerRecord, cb: ContainerRecord) -> list[tuple[str, 
         out.append(("user", ca.user, cb.user, cb.user.startswith("0:") and not ca.user.startswith("0:")))
     if ca.cwd != cb.cwd:
         out.append(("cwd", ca.cwd, cb.cwd, False))
-    if ca.image != cb.image:
-        out.append(("image", ca.image, cb.image, False))
-    return out
+    return out   # a changed image is told by the images and packages groups
 
 
 def display_path(path: str) -> str:
@@ -326,7 +324,7 @@ def display_path(path: str) -> str:
     parts = path.split("/")
     if len(parts) > 3 and parts[0] == "containers" and parts[1] in ("services", "onboot", "onshutdown"):
         name = parts[2].split("-", 1)[1] if parts[1] != "services" and "-" in parts[2] else parts[2]
-        if len(parts) > 3 and parts[3] == "rootfs":
+        if parts[3] in ("rootfs", "lower"):   # lower/: a writable container's image, under its overlay
             return f"{name}:/" + "/".join(parts[4:])
     return "/" + path
 
@@ -460,7 +458,7 @@ def _explain_size(d: BuildDiff, fmt: str, artifact: str, n: int) -> list[str]:
     elif role == "modules":
         files = [c for c in files if c.subject.startswith("lib/modules/")]
     grow = out is None or out.delta >= 0
-    ranked = sorted(files, key=lambda c: (-c.delta if grow else c.delta, c.subject))
+    ranked = sorted((c for c in files if c.delta), key=lambda c: (-c.delta if grow else c.delta, c.subject))
     if ranked:
         total = sum(c.delta for c in files)
         top = ", ".join(_short(c) for c in ranked[:n])
@@ -468,7 +466,7 @@ def _explain_size(d: BuildDiff, fmt: str, artifact: str, n: int) -> list[str]:
         by_slot: dict[str, float] = {}
         for c in files:
             by_slot[c.slot] = by_slot.get(c.slot, 0) + c.delta
-        slots = sorted(by_slot.items(), key=lambda kv: -kv[1] if grow else kv[1])[:n]
+        slots = sorted(((s, v) for s, v in by_slot.items() if v), key=lambda kv: -kv[1] if grow else kv[1])[:n]
         lines.append("by image: " + ", ".join(f"{s} {_signed_bytes(v)}" for s, v in slots))
         slot_set = {s for s, _ in slots}
         packages = [c.text.lstrip("~+- ") for c in d.group("packages") if c.slot in slot_set]

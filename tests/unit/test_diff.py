@@ -69,6 +69,14 @@ def test_manifest_json_roundtrips_and_is_deterministic():
     assert roundtrip(m).dumps() == m.dumps()
 
 
+def test_files_of_a_container_are_shown_in_its_root():
+    from lkit.report.diff import display_path
+    assert display_path("containers/services/nginx/lower/usr/sbin/nginx") == "nginx:/usr/sbin/nginx"
+    assert display_path("containers/onboot/001-dhcpcd/rootfs/sbin/dhcpcd") == "dhcpcd:/sbin/dhcpcd"
+    assert display_path("containers/onboot/001-dhcpcd/config.json") == "/containers/onboot/001-dhcpcd/config.json"
+    assert display_path("usr/bin/containerd") == "/usr/bin/containerd"
+
+
 def test_identical_builds_diff_empty():
     d = diff(base_manifest(), base_manifest())
     assert d.empty and d.lines() == ["linuxkit and linuxkit: identical builds"]
