@@ -3,7 +3,7 @@
 
     python bench/build.py [--spec suites/linuxkit.yml] [--format kernel+initrd] [--runs 5]
 
-cold      : build cache and the store's derived caches (uncompressed layers) removed; blobs kept
+cold      : build cache and the store's derived caches (uncompressed layers, file digests) removed; blobs kept
 warm      : derived caches kept, build cache and outputs removed
 no-change : everything kept: the stamp says nothing changed
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from lkit.images.store import Store  # noqa: E402
 
-DERIVED = ("lkit-uncompressed", "lkit-embedded")
+DERIVED = ("lkit-uncompressed", "lkit-embedded", "lkit-digests")
 
 
 def timed_build(spec: Path, fmt: str, outdir: Path, cache: Path) -> tuple[float, float, float]:

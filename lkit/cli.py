@@ -1,6 +1,7 @@
 """The `lkit` command: argument parsing only; each area registers its own sub-commands.
 
-Sub-command modules expose `register(subparsers)`; each parser sets `func(args) -> int`.
+Sub-command modules expose `register(subparsers)` (or the function named after a colon:
+"module:function"); each parser sets `func(args) -> int`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ COMMAND_MODULES = {
     "pkg": "lkit.images.pkg_cli",
     "run": "lkit.machine.cli",
     "report": "lkit.report.cli",
+    "diff": "lkit.report.cli:register_diff",
 }
 
 
@@ -32,7 +34,8 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub.required = True
     names = [command] if command in COMMAND_MODULES else list(COMMAND_MODULES)
     for name in names:
-        importlib.import_module(COMMAND_MODULES[name]).register(sub)
+        module, _, function = COMMAND_MODULES[name].partition(":")
+        getattr(importlib.import_module(module), function or "register")(sub)
     return parser
 
 

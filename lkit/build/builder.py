@@ -21,14 +21,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lkit.core.files import sha256_file
+from lkit.core.files import sha256_file, write_text
 import lkit
-from lkit.build import gotar
+from lkit.build import gotar, manifest as build_manifest
 from lkit.build.tree_archive import write_initrd, write_tar
 from lkit.build.outputs.base import BootFiles, get_format
 from lkit.build.rootfs import RootfsAssembler, Assembly, allowed_source
 
-from lkit.errors import BuildError, ImageError, InfraError
+from lkit.errors import BuildError, ImageError, InfraError, LkitError
 from lkit.images import refs, registry
 from lkit.images.store import Image, Store
 from lkit.spec.model import Spec
@@ -68,6 +68,7 @@ class BuiltImage:
     images: dict[str, str] = field(default_factory=dict)   # reference -> manifest digest
     seconds: float = 0.0
     reused: list[str] = field(default_factory=list)        # formats taken from an earlier identical build
+    manifest: Path | None = None                           # <outdir>/.lkit/<name>.manifest.json
 
     def files(self, fmt: str) -> list[Path]:
         return [a.path for a in self.artifacts[fmt]]
@@ -170,6 +171,19 @@ class _BootFilesMaker:
             self._assembly = RootfsAssembler(self.spec, self.store, resolve=self.resolve, with_sbom=self.sbom).assemble()
         return self._assembly
 
+    def manifest(self) -> build_manifest.BuildManifest:
+        """What the outputs hold, file by file (lkit.build.manifest), without the formats; kept in
+        the build cache beside the key's kernel and initrd, so a cached build does not reassemble."""
+        cached = self.cached.with_name(f"{self.key}.manifest.json")
+        if self._assembly is None and cached.exists():
+            try:
+                return build_manifest.BuildManifest.load(cached)
+            except LkitError:
+                pass  # damaged: made again below
+        made = build_manifest.manifest_of(self.spec, self.assembly(), self.resolve, self.key)
+        made.save(cached)
+        return made
+
     def root_only(self) -> BootFiles:
         """For formats that need no kernel (tar): no kernel or initrd is made."""
         missing = self.workdir / "no-kernel"
@@ -221,6 +235,32 @@ class _BootFilesMaker:
                 writer(f)
             os.replace(tmp, path)
         return path
+
+
+def _manifest_current(recorded: object, path: Path, formats: dict[str, list[dict]]) -> bool:
+    """Whether the manifest the stamp recorded is still there, for the same formats."""
+    if not isinstance(recorded, dict) or recorded.get("formats") != sorted(formats):
+        return False
+    try:
+        return path.stat().st_size == recorded.get("size")
+    except OSError:
+        return False
+
+
+def _write_manifest(maker: _BootFilesMaker, outdir: Path, formats: dict[str, list[dict]]) -> Path:
+    """<outdir>/.lkit/<name>.manifest.json: beside the outputs, never inside one (they stay LinuxKit's
+    bytes); rewritten only when its content changes."""
+    path = build_manifest.manifest_path(outdir, maker.spec.name)
+    made = build_manifest.with_formats(maker.manifest(), {
+        fmt: [(a["name"], a["size"], a["sha256"]) for a in arts] for fmt, arts in formats.items()})
+    text = made.dumps()
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text(path, text)
+    return path
 
 
 def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None = None,
@@ -280,12 +320,17 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
             result.reused.append(fmt)
         else:
             todo.append(fmt)
-    if todo:
-        with ExitStack() as stack:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-build.", dir=outdir)))
-            if not use_cache:
-                cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-cache.", dir=outdir)))
-            maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir, sbom=sbom)
+    manifest_file = build_manifest.manifest_path(outdir, spec.name)
+    if not todo and _manifest_current(record.get("manifest"), manifest_file, previous):
+        result.manifest = manifest_file   # nothing changed: outputs and their manifest are as recorded
+        result.seconds = time.monotonic() - started
+        return result
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-build.", dir=outdir)))
+        if not use_cache:
+            cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-cache.", dir=outdir)))
+        maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir, sbom=sbom)
+        if todo:
             files = maker.boot_files() if any(get_format(f).needs_kernel for f in todo) else maker.root_only()
             for fmt in todo:
                 staging = workdir / f"out-{fmt.replace('+', '_')}"
@@ -297,9 +342,12 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
                     os.replace(tmp_path, final)
                     arts.append(Artifact(final, final.stat().st_size, sha256_file(final)))
                 result.artifacts[fmt] = arts
-    all_formats = {**previous,
-                   **{fmt: [{"name": a.path.name, "size": a.size, "sha256": a.sha256, "mtime_ns": a.path.stat().st_mtime_ns}
-                            for a in arts] for fmt, arts in result.artifacts.items()}}
-    stamp.save({"key": key, "formats": all_formats, "images": digests})
+        all_formats = {**previous,
+                       **{fmt: [{"name": a.path.name, "size": a.size, "sha256": a.sha256,
+                                 "mtime_ns": a.path.stat().st_mtime_ns} for a in arts]
+                          for fmt, arts in result.artifacts.items()}}
+        result.manifest = _write_manifest(maker, outdir, all_formats)
+        stamp.save({"key": key, "formats": all_formats, "images": digests,
+                    "manifest": {"size": result.manifest.stat().st_size, "formats": sorted(all_formats)}})
     result.seconds = time.monotonic() - started
     return result

@@ -16,6 +16,7 @@ import pytest
 from lkit.errors import EXIT_INFRA
 from lkit.pytest_plugin.state import Group, RunState
 from lkit.report.atomic import write_text
+from lkit.report.manifests import keep_in_run
 from lkit.report.model import CheckResult, FormatRun, Outcome, RunSummary, Timing
 from lkit.report.overhead import terminal_lines
 
@@ -84,6 +85,9 @@ class Results:
             figures = dict(group.figures) if group else {}
             properties = dict(group.properties) if group else {}
             properties.setdefault("lkit", __import__("lkit").__version__)
+            manifest = self.run.manifest(group.suite) if group else None
+            if manifest is not None:   # what the image holds: `lkit diff` and the gate explain with it
+                properties.update(keep_in_run(manifest, self.run.run_dir, group.suite.spec.name))
             samples = {k: list(v) for k, v in group.samples.items()} if group else {}
             built = self.run.built_if_any(group.suite) if group else None
             artifacts = {a.path.name: a.sha256 for a in built.artifacts.get(key[1], [])} if built else {}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from lkit.build.builder import Artifact, BuiltImage, build
+from lkit.build.manifest import manifest_path
 from lkit.build.outputs.base import get_format
 from lkit.errors import LkitError, MachineError
 from lkit.images.store import Store
@@ -347,6 +348,11 @@ class RunState:
         location, plain = parse_location(str(self.settings.push))
         push_build(built, location, store=self.store, plain_http=plain)
 
+    def manifest(self, suite: SuiteSpec) -> Path | None:
+        """The build manifest of the suite's spec, if it was built (or prebuilt with one)."""
+        built = self._builds.get(suite.path)
+        return built.manifest if isinstance(built, BuiltImage) else None
+
     def rebuilt(self, suite: SuiteSpec) -> BuiltImage:
         """A second build of every format from scratch (no cache), once per spec and run (xdist workers
         share it through the run folder): the determinism proof."""
@@ -406,6 +412,8 @@ def prebuilt_image(suite: SuiteSpec, folder: Path, formats: list[str]) -> BuiltI
             raise MachineError(f"--lkit-prebuilt {folder}: no {', '.join(missing)} for format {fmt}",
                                hint=f"build them with: linuxkit build --format {fmt} --dir {folder} {suite.path}")
         result.artifacts[fmt] = [Artifact(folder / n, (folder / n).stat().st_size, sha256_file(folder / n)) for n in names]
+    manifest = manifest_path(folder, suite.spec.name)   # lkit build wrote one; linuxkit build does not
+    result.manifest = manifest if manifest.is_file() else None
     return result
 
 

@@ -46,6 +46,7 @@ class FormatBaseline:
     figures: dict[str, FigureStats] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)   # check -> usual outcome
     wall: float = 0.0   # median wall seconds of the group (timing): what shards are balanced by
+    manifest: dict[str, str] = field(default_factory=dict)  # {path, sha256} of its build manifest
 
     @property
     def key(self) -> str:
@@ -58,6 +59,7 @@ class Baseline:
 
     formats: dict[str, FormatBaseline] = field(default_factory=dict)   # key "spec format"
     sources: list[str] = field(default_factory=list)                   # run ids it was built from
+    folder: Path | None = field(default=None, repr=False, compare=False)  # manifest paths are relative to it
 
     @classmethod
     def from_runs(cls, summaries: Iterable[RunSummary]) -> Baseline:
@@ -67,10 +69,15 @@ class Baseline:
         names: dict[str, tuple[str, str]] = {}
         walls: dict[str, list[float]] = defaultdict(list)
         sources: list[str] = []
+        manifests: dict[str, dict[str, str]] = {}
         for summary in summaries:
             sources.append(summary.run_id)
             for run in summary.runs:
                 names[run.key] = (run.spec, run.format)
+                rel = run.properties.get("manifest")
+                if rel:  # the newest run's build manifest: what the baseline's images hold
+                    path = summary.folder / rel if summary.folder is not None else Path(rel)
+                    manifests[run.key] = {"path": str(path), "sha256": run.properties.get("manifest.sha256", "")}
                 for fig, value in run.figures.items():
                     values[run.key][fig].extend(run.samples.get(fig) or [value])
                 for fig, samples in run.samples.items():
@@ -86,12 +93,16 @@ class Baseline:
                 spec=spec, format=fmt,
                 figures={f: FigureStats.of(v) for f, v in sorted(values[key].items())},
                 checks={c: _usual(o) for c, o in sorted(outcomes[key].items())},
-                wall=round(median(walls[key]), 3) if walls[key] else 0.0)
+                wall=round(median(walls[key]), 3) if walls[key] else 0.0,
+                manifest=manifests.get(key, {}))
         return cls(formats=formats, sources=sources)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": BASELINE_SCHEMA, "kind": "lkit-baseline", "sources": self.sources,
-                "formats": {k: asdict(v) for k, v in sorted(self.formats.items())}}
+        formats = {k: asdict(v) for k, v in sorted(self.formats.items())}
+        for f in formats.values():
+            if not f["manifest"]:
+                del f["manifest"]
+        return {"schema": BASELINE_SCHEMA, "kind": "lkit-baseline", "sources": self.sources, "formats": formats}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str | None = None) -> Baseline:
@@ -106,7 +117,8 @@ class Baseline:
                 key: FormatBaseline(spec=str(f["spec"]), format=str(f["format"]),
                                     figures={n: FigureStats(**s) for n, s in f.get("figures", {}).items()},
                                     checks={str(c): str(o) for c, o in f.get("checks", {}).items()},
-                                    wall=float(f.get("wall", 0.0)))
+                                    wall=float(f.get("wall", 0.0)),
+                                    manifest={str(k): str(v) for k, v in (f.get("manifest") or {}).items()})
                 for key, f in d.get("formats", {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportError(f"malformed baseline: {exc}", where=where) from None
@@ -119,7 +131,9 @@ class Baseline:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Baseline:
         p = Path(path)
-        return cls.from_json(read_json(p), where=str(p))
+        baseline = cls.from_json(read_json(p), where=str(p))
+        baseline.folder = p.parent
+        return baseline
 
 
 def load_reference(path: str | os.PathLike[str]) -> Baseline | RunSummary:
@@ -129,8 +143,12 @@ def load_reference(path: str | os.PathLike[str]) -> Baseline | RunSummary:
         return RunSummary.load(p)
     data = read_json(p)
     if isinstance(data, dict) and data.get("kind") == "lkit-baseline":
-        return Baseline.from_json(data, where=str(p))
-    return RunSummary.from_json(data, where=str(p))
+        baseline = Baseline.from_json(data, where=str(p))
+        baseline.folder = p.parent
+        return baseline
+    summary = RunSummary.from_json(data, where=str(p))
+    summary.folder = p.parent
+    return summary
 
 
 def _usual(outcomes: list[str]) -> str:

@@ -12,8 +12,16 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from lkit.report.baseline import Baseline, FigureStats, FormatBaseline
+from lkit.report.diff import BuildDiff, explain_check, explain_figure, privilege_gains
 from lkit.report.figures import MAD_TO_SIGMA, human, kind, median
 from lkit.report.model import FormatRun, Outcome, ReportError, RunSummary
+
+
+DETAIL_INDENT = "           "   # explanations go under their REGRESSION line, aligned with its text
+CHANGED_TOP = 3
+BOOT_TOP = 2
+EXPLAIN_TOP = 3
+GROUPS_CHANGED = ("containers", "kernel", "packages", "images", "files")
 
 
 @dataclass
@@ -77,6 +85,7 @@ class Finding:
     format: str
     item: str          # figure name, check name, or "format"
     line: str
+    details: list[str] = field(default_factory=list)   # what changed that explains it, most first
 
     @property
     def id(self) -> str:
@@ -95,17 +104,39 @@ class Comparison:
     notes: list[Finding] = field(default_factory=list)
     added: list[str] = field(default_factory=list)      # "spec format" keys new in this run
     removed: list[str] = field(default_factory=list)    # keys in the baseline, missing now
+    changes: dict[str, BuildDiff] = field(default_factory=dict)   # "spec format" -> what changed inside
 
     def lines(self) -> list[str]:
         """Everything, grouped, for a terminal or a CI log."""
-        out = [f"REGRESSION {f.line}" for f in self.regressions]
+        out = []
+        for f in self.regressions:
+            out.append(f"REGRESSION {f.line}")
+            out += [f"{DETAIL_INDENT}{d}" for d in f.details]
         out += [f"improved   {f.line}" for f in self.improvements]
         out += [f"note       {f.line}" for f in self.notes]
+        out += [f"changed    {line}" for line in self.changed_lines()]
+        return out
+
+    def changed_lines(self, n: int = CHANGED_TOP) -> list[str]:
+        """The top changes inside each spec's images, once per spec (its formats share the root), and
+        the boot phases that changed most, per format."""
+        out: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        for key, d in sorted(self.changes.items()):
+            spec = key.rsplit(" ", 1)[0]
+            for change in d.top(n, GROUPS_CHANGED):
+                if (spec, change.text) not in seen:
+                    seen.add((spec, change.text))
+                    out.append(f"{spec}: {change.group}: {change.text}")
+            boot = sorted(d.group("boot"), key=lambda c: -abs(c.delta))[:BOOT_TOP]
+            out += [f"{key}: boot: {c.text}" for c in boot]   # the boot is per format
         return out
 
 
-def compare(base: RunSummary | Baseline, new: RunSummary, thresholds: Thresholds | None = None) -> Comparison:
-    """Regressions and improvements of `new` against `base`, one clear line each."""
+def compare(base: RunSummary | Baseline, new: RunSummary, thresholds: Thresholds | None = None, *,
+            explain: bool = True) -> Comparison:
+    """Regressions and improvements of `new` against `base`, one clear line each; with `explain`,
+    what changed inside the images (their build manifests, the boot phases) under each regression."""
     t = thresholds or Thresholds()
     baseline = base if isinstance(base, Baseline) else Baseline.from_runs([base])
     result = Comparison()
@@ -128,7 +159,42 @@ def compare(base: RunSummary | Baseline, new: RunSummary, thresholds: Thresholds
             result.added.append(key)
             result.notes.append(Finding(run.spec, run.format, "format",
                                         f"{key}: new format, no baseline to compare with"))
+    if explain:
+        _explain(baseline, new, result)
     return result
+
+
+def _explain(baseline: Baseline, new: RunSummary, result: Comparison) -> None:
+    """Fill `changes`, an explanation under each finding, and a finding per container that gained
+    a privilege (a capability, a host namespace, write access...) since the baseline."""
+    from lkit.report.manifests import format_diffs
+
+    result.changes, notes = format_diffs(baseline, new)
+    for run, line in notes:
+        result.notes.append(Finding(run.spec, run.format, "manifest", line))
+    for finding in [*result.regressions, *result.improvements]:
+        d = result.changes.get(f"{finding.spec} {finding.format}")
+        if d is None or d.empty:
+            continue
+        if finding.item == "format":
+            continue
+        if kind(finding.item) in ("size", "time") or finding.item.startswith("boot."):
+            finding.details = explain_figure(d, finding.format, finding.item, EXPLAIN_TOP)
+        else:
+            finding.details = explain_check(d, finding.item, finding.format, EXPLAIN_TOP)
+    for key, d in sorted(result.changes.items()):
+        gains = privilege_gains(d)
+        if not gains:
+            continue
+        spec, fmt = key.rsplit(" ", 1)
+        failed = next((f for f in result.regressions if f.spec == spec and f.format == fmt
+                       and f.item == "capabilities"), None)
+        if failed is not None:
+            continue  # the failing check is explained by them already
+        text = "; ".join(c.text for c in gains[:EXPLAIN_TOP])
+        result.regressions.append(Finding(spec, fmt, "capabilities",
+                                          f"{key}: privileges gained since the baseline: {text}",
+                                          details=[c.text for c in gains[EXPLAIN_TOP:]]))
 
 
 def _new_value(run: FormatRun, figure: str) -> float | None:

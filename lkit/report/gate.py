@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lkit.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_REGRESSION, SpecError
-from lkit.report.compare import Comparison
+from lkit.report.compare import DETAIL_INDENT, Comparison
+from lkit.report.diff import explain_check
 from lkit.report.model import CheckResult, ReportError, RunSummary
 from lkit.spec.yamlmarks import YamlNode, load_yaml, load_yaml_text
 
@@ -149,13 +150,18 @@ class GateResult:
     quarantined: list[str] = field(default_factory=list)
     flaky: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    details: dict[str, list[str]] = field(default_factory=dict)   # a line above -> what explains it
+    changed: list[str] = field(default_factory=list)              # top changes inside the images
 
     def lines(self) -> list[str]:
         out = [f"warning: {w}" for w in self.warnings]
-        out += [f"FAILED     {f}" for f in self.failures]
-        out += [f"REGRESSION {r}" for r in self.regressions]
+        for prefix, items in (("FAILED     ", self.failures), ("REGRESSION ", self.regressions)):
+            for line in items:
+                out.append(prefix + line)
+                out += [DETAIL_INDENT + d for d in self.details.get(line, [])]
         out += [f"quarantined {q}" for q in self.quarantined]
         out += [f"flaky      {f}" for f in self.flaky]
+        out += [f"changed    {c}" for c in self.changed]
         verdict = {EXIT_OK: "pass", EXIT_FAILED: "checks failed", EXIT_REGRESSION: "regressions",
                    EXIT_INFRA: "infrastructure problem"}[self.exit_code]
         out.append(f"gate: {verdict} (exit {self.exit_code})")
@@ -180,13 +186,21 @@ def evaluate(new: RunSummary, comparison: Comparison | None = None,
                 why = entry.reason if entry else "marked quarantined"
                 result.quarantined.append(f"{text} ({why})")
             else:
-                result.failures.append(text + (f" (after {check.rerun} rerun(s))" if check.rerun else ""))
+                line = text + (f" (after {check.rerun} rerun(s))" if check.rerun else "")
+                result.failures.append(line)
+                changes = comparison.changes.get(run.key) if comparison is not None else None
+                if changes is not None and not changes.empty:
+                    result.details[line] = explain_check(changes, check.check, run.format)
     for finding in (comparison.regressions if comparison else []):
         entry = q.match(finding.id)
         if entry:
             result.quarantined.append(f"{finding.line} ({entry.reason})")
         else:
             result.regressions.append(finding.line)
+            if finding.details:
+                result.details[finding.line] = list(finding.details)
+    if comparison is not None:
+        result.changed = comparison.changed_lines()
     empty_shard = not new.runs and bool(new.shard)   # more shards than groups: nothing to gate
     if (not new.runs and not empty_shard) or new.exit_status == EXIT_INFRA:
         result.exit_code = EXIT_INFRA

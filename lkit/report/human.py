@@ -12,7 +12,8 @@ from pathlib import Path
 
 from lkit.report.atomic import write_text
 from lkit.report.compare import Comparison
-from lkit.report.figures import human
+from lkit.report.diff import BuildDiff
+from lkit.report.figures import human, human_bytes
 from lkit.report.model import FormatRun, Outcome, RunSummary
 from lkit.report.overhead import html_phases, html_table, markdown_phases, markdown_table
 
@@ -142,15 +143,83 @@ def markdown(summary: RunSummary, comparison: Comparison | None = None) -> str:
             out += ["", "| figure | value | samples |", "|---|---|---|"]
             out += [f"| {k} | {human(k, v)} | {_samples(k, run.samples.get(k))} |" for k, v in sorted(run.figures.items())]
         out += markdown_phases(run)
+        out += _md_changes(comparison, run)
         out.append("")
     return "\n".join(out) + "\n"
 
 
+def _changes(comparison: Comparison | None, run: FormatRun) -> BuildDiff | None:
+    d = comparison.changes.get(run.key) if comparison is not None else None
+    return d if d is not None and not d.empty else None
+
+
+def _md_changes(comparison: Comparison | None, run: FormatRun) -> list[str]:
+    """'What changed' since the baseline inside this format's image: grouped, biggest first."""
+    d = _changes(comparison, run)
+    if d is None:
+        return []
+    return ["", "### What changed since the baseline", "", "```text", *d.lines(limit=MAX_CHANGES)[1:], "```"]
+
+
+MAX_CHANGES = 12
+
+
+def slot_sizes(d: BuildDiff) -> list[tuple[str, float]]:
+    """Bytes each image gained (or lost) in the root filesystem, biggest change first."""
+    sums: dict[str, float] = {}
+    for c in d.group("files"):
+        sums[c.slot] = sums.get(c.slot, 0.0) + c.delta
+    return sorted(((s, v) for s, v in sums.items() if v), key=lambda kv: (-abs(kv[1]), kv[0]))
+
+
+def size_bars_svg(d: BuildDiff, width: int = 640) -> str:
+    """One horizontal bar per image: the bytes its files grew (red) or shrank (green) by."""
+    rows = slot_sizes(d)[:MAX_CHANGES]
+    if not rows:
+        return ""
+    biggest = max(abs(v) for _, v in rows)
+    label_w, bar_h, gap = 220, 16, 4
+    mid = label_w + (width - label_w) // 2
+    half = (width - label_w) // 2 - 70
+    height = len(rows) * (bar_h + gap) + 10
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="size change per image"><title>Size change per image (uncompressed files)</title>',
+             f'<line x1="{mid}" y1="0" x2="{mid}" y2="{height}" stroke="#888"/>']
+    for i, (slot, value) in enumerate(rows):
+        y = 5 + i * (bar_h + gap)
+        w = max(abs(value) / biggest * half, 1.0)
+        x = mid if value > 0 else mid - w
+        color = "#e15759" if value > 0 else "#59a14f"
+        text = ("+" if value > 0 else "-") + human_bytes(abs(value))
+        parts.append(f'<text x="0" y="{y + 12}">{escape(slot)}</text>'
+                     f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}">'
+                     f'<title>{escape(slot)}: {escape(text)}</title></rect>'
+                     f'<text x="{(x + w + 4) if value > 0 else (x - 4):.1f}" y="{y + 12}" '
+                     f'text-anchor="{"start" if value > 0 else "end"}">{escape(text)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _html_changes(comparison: Comparison | None, run: FormatRun) -> list[str]:
+    d = _changes(comparison, run)
+    if d is None:
+        return []
+    out = ["<h3>What changed since the baseline</h3>"]
+    svg = size_bars_svg(d)
+    if svg:
+        out.append(f"<figure>{svg}</figure>")
+    out.append("<pre>" + escape("\n".join(d.lines(limit=MAX_CHANGES)[1:])) + "</pre>")
+    return out
+
+
 def _md_comparison(comparison: Comparison) -> list[str]:
     out = ["## Compared with the baseline", ""]
-    out += [f"- **regression**: {f.line}" for f in comparison.regressions]
+    for f in comparison.regressions:
+        out.append(f"- **regression**: {f.line}")
+        out += [f"  - {d}" for d in f.details]
     out += [f"- improvement: {f.line}" for f in comparison.improvements]
     out += [f"- note: {f.line}" for f in comparison.notes]
+    out += [f"- changed: {line}" for line in comparison.changed_lines()]
     if len(out) == 2:
         out.append("- no change beyond the thresholds")
     return out + [""]
@@ -165,9 +234,13 @@ def html(summary: RunSummary, comparison: Comparison | None = None, run_dir: Pat
             f'<span class="error">{c["error"]} errors</span>, <span class="skipped">{c["skipped"]} skipped</span></p>']
     if comparison is not None:
         body.append("<h2>Compared with the baseline</h2><ul>")
-        body += [f'<li class="regression">regression: {escape(f.line)}</li>' for f in comparison.regressions]
+        for f in comparison.regressions:
+            details = "".join(f"<li>{escape(d)}</li>" for d in f.details)
+            body.append(f'<li class="regression">regression: {escape(f.line)}'
+                        + (f"<ul>{details}</ul>" if details else "") + "</li>")
         body += [f'<li class="improvement">improvement: {escape(f.line)}</li>' for f in comparison.improvements]
         body += [f"<li>note: {escape(f.line)}</li>" for f in comparison.notes]
+        body += [f"<li>changed: {escape(line)}</li>" for line in comparison.changed_lines()]
         body.append("</ul>")
     body += html_table(summary)
     for run in sorted(summary.runs, key=lambda r: (r.spec, r.format)):
@@ -192,6 +265,7 @@ def html(summary: RunSummary, comparison: Comparison | None = None, run_dir: Pat
                      for k, v in sorted(run.figures.items())]
             body.append("</table>")
         body += html_phases(run)
+        body += _html_changes(comparison, run)
         if run.properties:
             body.append("<table><tr><th>property</th><th>value</th></tr>")
             body += [f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in sorted(run.properties.items())]

@@ -15,7 +15,8 @@ from pathlib import Path
 from junit_xml import TestCase, TestSuite
 
 from lkit.report.atomic import write_bytes
-from lkit.report.figures import human
+from lkit.report.compare import Comparison, Finding
+from lkit.report.figures import human, kind
 from lkit.report.model import CheckResult, FormatRun, Outcome, RunSummary
 
 EXCERPT_LINES = 40
@@ -33,19 +34,36 @@ def junit_path(run_dir: Path, run: FormatRun) -> Path:
     return run_dir / f"junit-{safe}.xml"
 
 
-def write_junit(summary: RunSummary, run_dir: Path) -> list[Path]:
-    """Write one JUnit file per format run; return their paths (sorted)."""
+def write_junit(summary: RunSummary, run_dir: Path, comparison: Comparison | None = None) -> list[Path]:
+    """Write one JUnit file per format run; return their paths (sorted). With a comparison, a failed
+    check's message carries what changed since the baseline, and each regression is told in the
+    output of the check it concerns (sizes: size_budget, boot times: boot_time)."""
     paths = []
     for run in sorted(summary.runs, key=lambda r: (r.spec, r.format)):
         path = junit_path(Path(run_dir), run)
-        write_bytes(path, junit_bytes(run, summary.started))
+        findings = [f for f in comparison.regressions if f.spec == run.spec and f.format == run.format] if comparison else []
+        write_bytes(path, junit_bytes(run, summary.started, findings))
         paths.append(path)
     return paths
 
 
-def junit_bytes(run: FormatRun, timestamp: str) -> bytes:
-    """The XML document for one format run."""
-    suite = TestSuite(name=f"{run.spec} [{run.format}]", test_cases=[_case(run, c) for c in run.checks],
+def _case_of(finding: Finding) -> str:
+    """The check a regression is told under: the check itself, or the one that measures the figure."""
+    k = kind(finding.item)
+    if k == "size":
+        return "size_budget"
+    if k == "time":
+        return "boot_time" if finding.item.startswith("boot.") else "build"
+    return finding.item
+
+
+def junit_bytes(run: FormatRun, timestamp: str, findings: list[Finding] | None = None) -> bytes:
+    """The XML document for one format run; `findings`: its regressions against a baseline."""
+    told: dict[str, list[Finding]] = {}
+    for finding in findings or []:
+        told.setdefault(_case_of(finding), []).append(finding)
+    suite = TestSuite(name=f"{run.spec} [{run.format}]", test_cases=[_case(run, c, told.get(c.check, []))
+                                                                     for c in run.checks],
                       timestamp=timestamp, package=run.spec, properties=_properties(run))
     element = suite.build_xml_doc()
     element.attrib.pop("disabled", None)
@@ -82,16 +100,25 @@ def _properties(run: FormatRun) -> dict[str, str]:
     return dict(sorted(props.items()))
 
 
-def _case(run: FormatRun, check: CheckResult) -> TestCase:
+def _case(run: FormatRun, check: CheckResult, findings: list[Finding]) -> TestCase:
+    told = []
+    for finding in findings:
+        told.append(f"regression against the baseline: {finding.line}")
+        told += [f"  {d}" for d in finding.details]
+    stdout = "\n".join(filter(None, ["\n".join(told), _excerpt(check)]))
     case = TestCase(name=check.check, classname=f"{run.spec}.{run.format}",
-                    elapsed_sec=round(check.duration, 3), stdout=_excerpt(check) or None)
+                    elapsed_sec=round(check.duration, 3), stdout=_clean(stdout) or None)
     message = _clean(check.message.splitlines()[0] if check.message else check.outcome)
+    details = [d for f in findings for d in f.details]
+    if details:   # the first lines of what changed, where CI shows a failure: its message
+        message = _clean(f"{message} | what changed: " + "; ".join(details[:2]))
+    output = _clean("\n".join([check.message, *(["what changed since the baseline:"] + details if details else [])]))
     if check.quarantined and check.failed:
         case.add_skipped_info(message=f"quarantined: {message}")
     elif check.outcome == Outcome.FAILED:
-        case.add_failure_info(message=message, output=_clean(check.message), failure_type="check")
+        case.add_failure_info(message=message, output=output, failure_type="check")
     elif check.outcome == Outcome.ERROR:
-        case.add_error_info(message=message, output=_clean(check.message), error_type="error")
+        case.add_error_info(message=message, output=output, error_type=Outcome.ERROR)
     elif check.outcome == Outcome.SKIPPED:
         case.add_skipped_info(message=message)
     return case

@@ -130,7 +130,7 @@ def write_merged(summary: RunSummary, shards: list[ShardRun], out: Path, allure_
         for shard in shards:
             folder = Path(shard.where)
             folder = folder if folder.is_dir() else folder.parent
-            for sub in ("console", "screens"):
+            for sub in ("console", "screens", "manifests"):
                 if (folder / sub).is_dir():
                     shutil.copytree(folder / sub, tmp / sub, dirs_exist_ok=True)
         for run in summary.runs:   # consoles and screens now live in the merged folder

@@ -108,10 +108,14 @@ class RunSummary:
     shard: str = ""       # "K/N" when the run was one shard of a suite (--lkit-shard)
     revision: str = ""    # digest of the suite folders' files (shards of one revision merge)
     merged_from: list[str] = field(default_factory=list)   # run ids of the shards `lkit report merge` joined
+    # The run folder it was read from or is written to (not serialised): paths in properties, such
+    # as the build manifests', are relative to it.
+    folder: Path | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with sorted, stable content (same run -> same bytes)."""
         data = asdict(self)
+        data.pop("folder", None)
         data["runs"] = sorted(data["runs"], key=lambda r: (r["spec"], r["format"]))
         return {"schema": SCHEMA_VERSION, "kind": "lkit-run", **data}
 
@@ -146,7 +150,9 @@ class RunSummary:
         p = Path(path)
         if p.is_dir():
             p = p / "summary.json"
-        return cls.from_json(read_json(p), where=str(p))
+        summary = cls.from_json(read_json(p), where=str(p))
+        summary.folder = p.parent
+        return summary
 
 
 def read_json(path: Path) -> Any:

@@ -60,7 +60,7 @@ def write_folder(summary: RunSummary, folder: str | os.PathLike[str], comparison
     """Write every report of `summary` into `folder` (any path the caller chose)."""
     folder = Path(folder)
     summary.save(folder / "summary.json")
-    write_junit(summary, folder)
+    write_junit(summary, folder, comparison)
     write_human(summary, folder, comparison)
 
 
@@ -72,6 +72,7 @@ def finish_run(summary: RunSummary, folder: str | os.PathLike[str], *,
     any), write every report into `folder`, and return the gate's verdict (exit code + lines)."""
     q = Quarantine.load(quarantine) if quarantine else Quarantine()
     q.apply(summary)
+    summary.folder = Path(folder)   # the manifests its runs name are in it
     t = thresholds if isinstance(thresholds, Thresholds) else Thresholds.parse(thresholds)
     comparison = compare(load_reference(baseline), summary, t) if baseline else None
     write_folder(summary, folder, comparison)

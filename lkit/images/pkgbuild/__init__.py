@@ -63,6 +63,7 @@ __all__ = ["EPOCH", "BuildResult", "BuildSpec", "HostFile", "ImageFile", "ImageT
 
 BUILDER_VERSION = "1"
 INPUTS_LABEL = "org.lkit.pkgbuild.inputs"
+PACKAGES_LABEL = "org.lkit.pkgbuild.packages"   # {"name": "version"} of build.lock, as JSON
 MOBY_LABEL = "org.mobyproject.config"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -88,11 +89,14 @@ def inputs_hash(spec: BuildSpec, files: list[HostFile]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def image_config(spec: BuildSpec, inputs: str) -> dict[str, Any]:
+def image_config(spec: BuildSpec, inputs: str, locked: Iterable[Locked] = ()) -> dict[str, Any]:
     config = dict(spec.config)
     config.setdefault("Env", [DEFAULT_PATH])
     config.setdefault("WorkingDir", "/")
     labels = {INPUTS_LABEL: inputs}
+    packages = {e.name: e.version for e in locked}
+    if packages:  # what build manifests (lkit.build.manifest) report as the image's packages
+        labels[PACKAGES_LABEL] = json.dumps(packages, sort_keys=True, separators=(",", ":"))
     if spec.label is not None:
         labels[MOBY_LABEL] = json.dumps(spec.label, sort_keys=True, separators=(",", ":"))
     config["Labels"] = labels
@@ -156,7 +160,7 @@ def build(directory: Path, store: Store, *, update: bool = False,
         layer = scratch / "layer.tar"
         with open(layer, "wb") as fh:
             write_layer_tar(fh, tree.entries)
-        oci.add_image(store, spec.ref, [layer], config=image_config(spec, inputs))
+        oci.add_image(store, spec.ref, [layer], config=image_config(spec, inputs, locked))
     digest, size, _ = _image_size(store, spec.ref)
     return BuildResult(spec.name, spec.ref, digest, size, "built", time.monotonic() - started)
 
