@@ -14,6 +14,7 @@ from pathlib import Path
 from lkit.core.formats import BootKind
 from lkit.machine.accel import Accel
 from lkit.machine.artifacts import BootTarget
+from lkit.machine.lan import LanPort
 
 
 def default_cpus(accel: Accel) -> int:
@@ -61,6 +62,8 @@ class QemuConfig:
     firmware_vars: Path | None = None       # ... and this VM's private VARS copy
     qemu: str = "qemu-system-x86_64"
     vga: bool = True                        # a display device, so screendump has something to dump
+    user_net: bool = True                   # the user-mode NIC (net0, eth0): host port forwards
+    lan: LanPort | None = None              # a second NIC on a private segment (lkit.machine.lan)
     extra: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -107,8 +110,13 @@ def build_argv(cfg: QemuConfig) -> list[str]:
         argv += ["-drive", f"file={_q(t.disk)},format={t.disk_format},if=virtio,snapshot=on"]
     else:
         raise ValueError(f"unknown boot kind {t.kind}")
-    fwd = "".join(f",hostfwd=tcp:127.0.0.1:{p.host_port}-:{p.guest_port}" for p in cfg.forwards)
-    argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile="]
+    if cfg.user_net:
+        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{p.host_port}-:{p.guest_port}" for p in cfg.forwards)
+        argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile="]
+    elif cfg.forwards:
+        raise ValueError("port forwards need the user-mode NIC")
+    if cfg.lan is not None:     # after net0: the guest names it eth1 (eth0 without the user-mode NIC)
+        argv += cfg.lan.argv()
     argv += ["-device", "virtio-rng-pci", "-device", "pvpanic"]
     if cfg.vga:
         argv += ["-device", "VGA"]

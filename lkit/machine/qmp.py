@@ -162,7 +162,7 @@ class QmpClient:
             self._cond.notify_all()
 
     # -- use ---------------------------------------------------------------------------------------
-    def command(self, name: str, *, timeout: float = 30.0, **args: Any) -> Any:
+    def command(self, name: str, /, *, timeout: float = 30.0, **args: Any) -> Any:
         """Execute `name` with `args`; bounded. QmpError on an error reply, MachineError if QEMU is gone."""
         client = self._client
         if client is None:

@@ -31,6 +31,7 @@ from lkit.machine.artifacts import BootTarget
 from lkit.machine.badness import Badness, BadnessPolicy, BadnessScanner
 from lkit.machine.channel import PROMPT, AgentChannel, ChannelMode, CommandResult, ConsoleChannel
 from lkit.machine.firmware import find_ovmf
+from lkit.machine.lan import LanPort
 from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
@@ -63,7 +64,8 @@ class Machine:
                  console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
                  channel: str = ChannelMode.AUTO, badness_ignore: Sequence[str] = (),
                  fail_on_badness: str = BadnessPolicy.FATAL, publish: dict[int, int] | None = None,
-                 exit_shutdown_timeout: float = 15) -> None:
+                 exit_shutdown_timeout: float = 15, lan: LanPort | None = None, user_net: bool = True,
+                 name: str | None = None, address: str | None = None) -> None:
         if channel not in tuple(ChannelMode):
             raise ValueError("channel must be auto, agent or console")
         if fail_on_badness not in tuple(BadnessPolicy):
@@ -83,6 +85,11 @@ class Machine:
         self.fail_on_badness = BadnessPolicy(fail_on_badness)
         self.exit_shutdown_timeout = exit_shutdown_timeout   # graceful power-down bound in __exit__
         self.scanner = BadnessScanner(badness_ignore)
+        self.lan = lan                     # the private segment's NIC, if any (block/unblock cut it)
+        self.user_net = user_net
+        self.name = name                   # the machine's name in a multi-machine suite
+        self.address = address             # its declared address on the suite's network (informative)
+        self.crashed = False
 
         self.accel = accel_mod.Accel.TCG
         self.multiplier = 1.0
@@ -154,7 +161,8 @@ class Machine:
         self.forwards.update(self.publish)
         cfg = QemuConfig(self.target, sockets, accel=self.accel, memory_mb=self.memory_mb, cpus=self.cpus,
                          forwards=tuple(PortForward(h, g) for g, h in self.forwards.items()),
-                         firmware_code=fw_code, firmware_vars=fw_vars, qemu=self.qemu)
+                         firmware_code=fw_code, firmware_vars=fw_vars, qemu=self.qemu,
+                         user_net=self.user_net, lan=self.lan)
         self.argv = build_argv(cfg)
         qlog = self._stack.enter_context(open(self._qemu_log, "wb"))
         try:
@@ -291,6 +299,8 @@ class Machine:
         return self._console.text() if self._console else ""
 
     def _require(self) -> tuple[QmpClient, SerialStream, SerialStream]:
+        if self.crashed:
+            raise MachineError(f"machine {self.name or ''} crashed (crash() was called): it no longer runs".replace("  ", " "))
         if self._qmp is None or self._console is None or self._chan_stream is None:
             raise MachineError("machine not started")
         return self._qmp, self._console, self._chan_stream
@@ -402,13 +412,16 @@ class Machine:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     # -- QMP ---------------------------------------------------------------------------------------
-    def qmp(self, command: str, **args: Any) -> Any:
+    def qmp(self, command: str, /, **args: Any) -> Any:
         return self._require()[0].command(command, **args)
 
     def forward_port(self, guest_port: int) -> int:
         """The 127.0.0.1 port forwarded to `guest_port` (added at run time through QMP if needed)."""
         if guest_port in self.forwards:
             return self.forwards[guest_port]
+        if not self.user_net:
+            raise MachineError(f"cannot forward guest port {guest_port}: this machine has no user-mode NIC",
+                               hint="set `network: {host: true}` in the suite's NAME.test.yml")
         for _ in range(3):
             host = free_port()
             out = self.qmp("human-monitor-command",
@@ -417,6 +430,28 @@ class Machine:
                 self.forwards[guest_port] = host
                 return host
         raise InfraError(f"could not forward a host port to guest port {guest_port}: {out}")
+
+    # -- faults (multi-machine suites) ---------------------------------------------------------------
+    def block(self) -> None:
+        """Cut this machine's link to its private segment (QMP set_link down: the guest sees no carrier,
+        frames are dropped both ways); the user-mode NIC is untouched."""
+        self._set_lan_link(False)
+
+    def unblock(self) -> None:
+        """Restore the link that block() cut."""
+        self._set_lan_link(True)
+
+    def _set_lan_link(self, up: bool) -> None:
+        if self.lan is None:
+            raise MachineError("this machine has no private network link to " + ("restore" if up else "cut"),
+                               hint="machines of a multi-machine suite (`machines:` in NAME.test.yml) have one")
+        self.qmp("set_link", name=self.lan.netdev_id, up=up)
+
+    def crash(self) -> ShutdownResult:
+        """Simulate a power failure: QEMU quits at once (no onshutdown, no power-off), as the NixOS
+        driver's crash(). The other machines of a segment see this one vanish."""
+        self.crashed = True
+        return self.stop(graceful=False) or ShutdownResult("exited", None, None, 0.0)
 
     def screendump(self, path: Path) -> Path:
         """A PNG of the display (QMP screendump, format png), written atomically."""

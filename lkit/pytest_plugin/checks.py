@@ -294,6 +294,23 @@ def _probe_port(host_port: int, http: str | None, expect: str | None, deadline: 
     return error
 
 
+def check_address(group: Group) -> None:
+    """A machine of a multi-machine suite has the address its declaration gives (its spec sets it)."""
+    decl = getattr(group, "decl", None)
+    address = getattr(decl, "address", None)
+    if address is None:
+        return
+    vm = group.machine()
+    rc, out, err = _run(vm, "ip -o addr show")
+    if rc != 0:
+        raise CheckFailed(f"cannot list the guest's addresses: ip -o addr show exited {rc}: {err.strip()[:200]}")
+    found = re.findall(r"^\d+:\s+(\S+)\s+inet6?\s+([0-9a-fA-F.:]+)/\d+", out, re.M)
+    if not any(addr == address for _iface, addr in found):
+        listed = ", ".join(f"{iface} {addr}" for iface, addr in found if not addr.startswith(("127.", "::1", "fe80")))
+        raise CheckFailed(f"the machine does not have its address {address} on any interface "
+                          f"(it has: {listed or 'none but loopback'}); the spec must set it (lkit configures no guest)")
+
+
 def check_shutdown(group: Group) -> None:
     vm = group.machine()
     result = group.shutdown()
@@ -327,5 +344,11 @@ CHECKS: dict[str, Callable[[Group], None]] = {
     "ports": check_ports,
     "shutdown": check_shutdown,
 }
+# A machine of a multi-machine suite: the same checks, and `address` (when one is declared) before `ports`.
+MACHINE_CHECKS: dict[str, Callable[[Group], None]] = {}
+for _name, _check in CHECKS.items():
+    if _name == "ports":
+        MACHINE_CHECKS["address"] = check_address
+    MACHINE_CHECKS[_name] = _check
 # Checks that need no VM (they still run when a boot fails).
 BUILD_CHECKS = ("build", "size_budget")

@@ -11,7 +11,7 @@ import pytest
 
 from lkit.errors import LkitError
 from lkit.report import allure
-from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, CheckFailed
+from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, MACHINE_CHECKS, CheckFailed
 from lkit.pytest_plugin.state import RUN, Group, RunState, SuiteSpec
 
 if TYPE_CHECKING:
@@ -33,9 +33,13 @@ def is_spec_file(path: Path, suites: list[Path]) -> bool:
 class SpecFile(pytest.File):
     """A LinuxKit spec in a suite folder."""
 
-    def collect(self) -> Iterator[FormatNode]:
+    def collect(self) -> Iterator[FormatNode | MachineNode]:
         run: RunState = self.config.stash[RUN]
         suite = run.suite(self.path)
+        if suite.machines:
+            for name in suite.machines:
+                yield MachineNode.from_parent(self, name=name, suite=suite)
+            return
         for fmt in suite.formats:
             yield FormatNode.from_parent(self, name=fmt, suite=suite)
 
@@ -48,39 +52,68 @@ class SpecFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
-class FormatNode(pytest.Collector):
-    """All checks of one output format of a spec."""
+class MachineNode(pytest.Collector):
+    """One machine of a multi-machine suite: its checks in each of the suite's formats."""
 
     def __init__(self, *, suite: SuiteSpec, **kwargs) -> None:
         super().__init__(**kwargs)
         self.suite = suite
 
     def collect(self):
-        for check in CHECKS:
-            item = CheckItem.from_parent(self, name=check, suite=self.suite, fmt=self.name, check=check)
-            yield item
+        for fmt in self.suite.formats:
+            yield FormatNode.from_parent(self, name=fmt, suite=self.suite, machine=self.name)
+
+
+class FormatNode(pytest.Collector):
+    """All checks of one output format of a spec (or of one machine of a multi-machine suite)."""
+
+    def __init__(self, *, suite: SuiteSpec, machine: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.suite = suite
+        self.machine = machine
+
+    def collect(self):
+        checks: list[str] = list(CHECKS)
+        if self.machine is not None:
+            has_address = self.suite.decls[self.machine].address is not None
+            checks = [c for c in MACHINE_CHECKS if c != "address" or has_address]
+        for check in checks:
+            yield CheckItem.from_parent(self, name=check, suite=self.suite, fmt=self.name, check=check,
+                                        machine=self.machine)
+
+
+def xdist_group_name(suite: SuiteSpec, fmt: str) -> str:
+    """A (spec, format) runs on one xdist worker; a multi-machine suite, every format of it on one."""
+    return suite.id if suite.machines else f"{suite.id}::{fmt}"
 
 
 class CheckItem(pytest.Item):
-    """One built-in check of one (spec, format)."""
+    """One built-in check of one (spec, format), or of one machine of a multi-machine suite."""
 
-    def __init__(self, *, suite: SuiteSpec, fmt: str, check: str, **kwargs) -> None:
+    def __init__(self, *, suite: SuiteSpec, fmt: str, check: str, machine: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.suite, self.format, self.check = suite, fmt, check
+        self.suite, self.format, self.check, self.machine = suite, fmt, check, machine
         self.add_marker("lkit")
         self.add_marker(marker_name("lkit_", fmt))
-        self.add_marker(pytest.mark.xdist_group(f"{suite.id}::{fmt}"))
+        self.add_marker(pytest.mark.xdist_group(xdist_group_name(suite, fmt)))
 
     @property
     def group(self) -> Group:
-        return self.config.stash[RUN].group(self.suite, self.format)
+        run: RunState = self.config.stash[RUN]
+        if self.machine is not None:
+            return run.network(self.suite, self.format).machines[self.machine]
+        return run.group(self.suite, self.format)
+
+    @property
+    def label(self) -> str:
+        return f"{self.suite.id}::{self.machine}" if self.machine else self.suite.id
 
     def runtest(self) -> None:
-        allure.parameters(self.suite.id, self.format)
+        allure.parameters(self.label, self.format)
         group = self.group
         try:
             with allure.step(f"{self.check} [{self.format}]"):
-                CHECKS[self.check](group)
+                (CHECKS[self.check] if self.check in CHECKS else MACHINE_CHECKS[self.check])(group)
         except BaseException:
             self._attach_evidence(group)
             raise
@@ -90,18 +123,19 @@ class CheckItem(pytest.Item):
 
     def _attach_evidence(self, group: Group) -> None:
         """What a person needs to see why a check failed: console, screen, the container's config."""
-        console = group.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
-        if console.exists():
-            allure.attach_file(console, "console log", "text")
+        for title, console in group.consoles().items():
+            if console.exists():
+                allure.attach_file(console, title, "text")
         for name, path in group.evidence.items():
             allure.attach_file(path, name, "png" if str(path).endswith(".png") else "json")
 
     def reportinfo(self):
-        return self.path, None, f"{self.suite.id}::{self.format}::{self.check}"
+        return self.path, None, f"{self.label}::{self.format}::{self.check}"
 
     def repr_failure(self, excinfo, style=None):
         exc = excinfo.value
-        head = f"{self.suite.id} [{self.format}] {self.check}: "
+        head = (f"{self.suite.id} machine {self.machine} [{self.format}] {self.check}: " if self.machine
+                else f"{self.suite.id} [{self.format}] {self.check}: ")
         if isinstance(exc, CheckFailed):
             text = head + str(exc)
         elif isinstance(exc, LkitError):
@@ -111,6 +145,8 @@ class CheckItem(pytest.Item):
         excerpt = self.console_excerpt()
         if excerpt and self.check not in BUILD_CHECKS:
             text += "\n--- console (last lines) ---\n" + excerpt
+        if self.machine is not None and self.check not in BUILD_CHECKS:
+            text += "\n" + consoles_text(self.group.network_group)
         return text
 
     def console_excerpt(self) -> str:
@@ -119,3 +155,9 @@ class CheckItem(pytest.Item):
             return ""
         lines = vm.console_text().splitlines()
         return "\n".join(lines[-CONSOLE_EXCERPT_LINES:])
+
+
+def consoles_text(group: Group) -> str:
+    """Where every machine's console log is (a network's failure names them all)."""
+    return "--- consoles ---\n" + "\n".join(f"{title}: {path}" for title, path in group.consoles().items()
+                                           if path.exists())

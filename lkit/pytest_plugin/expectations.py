@@ -19,10 +19,34 @@ sidecar. Every field is optional:
       - {port: 6379}                              # plain TCP connect
     services: [rngd, nginx]                       # default: the spec's services
     badness: {ignore: ["regex", ...]}             # console badness lines to tolerate
+
+A multi-machine suite (several VMs on a private network, booted and tested together) adds
+`machines:` and, optionally, `network:`; each of the suite's `formats` then boots every machine:
+
+    network:
+      subnet: 10.0.3.0/24                         # the machines' addresses must lie in it
+      host: true                                  # default true: each machine keeps its user-mode NIC
+                                                  # (eth0; ports:, forward_port); false: none, and the
+                                                  # private NIC is eth0
+    machines:                                     # name -> machine; names: a-z, 0-9 and -
+      server:
+        spec: webnet.yml                          # default: the suite's own spec (relative paths are
+                                                  # read from this file's folder)
+        address: 10.0.3.1                         # its address on the network: set by the spec itself
+                                                  # (lkit never configures a guest); checked by `address`
+        format: kernel+initrd                     # boot this format whatever the suite's format
+        memory: 256                               # and any per-spec field above but `formats`:
+        ports: [{port: 80, http: /}]              # memory, cpus, boot, budgets, ports, services, badness
+      client: {spec: client.yml, address: 10.0.3.2}
+
+The suite's own memory, cpus, boot, budgets and badness are every machine's defaults; ports and
+services belong to each machine.
 """
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +56,10 @@ from lkit.spec.yamlmarks import YamlNode, describe, load_yaml
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-TOP_KEYS = ("formats", "memory", "cpus", "boot", "budgets", "ports", "services", "badness")
+SPEC_KEYS = ("memory", "cpus", "boot", "budgets", "ports", "services", "badness")
+TOP_KEYS = ("formats", *SPEC_KEYS, "machines", "network")
+MACHINE_KEYS = ("spec", "format", "address", *SPEC_KEYS)
+MACHINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
 @dataclass
@@ -55,12 +82,34 @@ class Expectations:
     ports: list[PortCheck] = field(default_factory=list)
     services: list[str] | None = None
     badness_ignore: list[str] = field(default_factory=list)
+    machines: dict[str, MachineDecl] = field(default_factory=dict)   # a multi-machine suite's machines
+    network: NetworkDecl | None = None
 
     def boot_time_budget(self, fmt: str) -> float | None:
         return self.boot_time.get(fmt, self.boot_time.get("default"))
 
     def size_budget(self, fmt: str) -> dict[str, int]:
         return {**self.size.get("default", {}), **self.size.get(fmt, {})}
+
+
+@dataclass
+class NetworkDecl:
+    """The private network of a multi-machine suite."""
+
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    host: bool = True             # each machine keeps its user-mode NIC (host port forwards)
+
+
+@dataclass
+class MachineDecl:
+    """One machine of a multi-machine suite."""
+
+    name: str
+    spec: Path                    # resolved
+    where: str                    # file:line of its entry, for errors
+    expectations: Expectations
+    format: str | None = None     # None: the suite's format being tested
+    address: str | None = None
 
 
 # Typed values on top of the YamlNode API (lkit.spec.yamlmarks): every error names file:line and field.
@@ -106,8 +155,9 @@ def _per_format(node: YamlNode) -> dict[str, YamlNode]:
     return per
 
 
-def load_expectations(path: Path) -> Expectations:
-    """Read NAME.test.yml; a missing file means all defaults.
+def load_expectations(path: Path, *, own_spec: Path | None = None) -> Expectations:
+    """Read NAME.test.yml; a missing file means all defaults. `own_spec` is the suite's NAME.yml
+    (a machine without `spec:` boots it).
 
     Read through lkit.spec.yamlmarks like specs: size, alias and depth limits, duplicate keys, file:line.
     """
@@ -121,10 +171,24 @@ def load_expectations(path: Path) -> Expectations:
     if "formats" in top:
         exp.formats = []
         for item in top["formats"].sequence():
-            fmt = item.as_str()
-            if fmt not in FORMAT_NAMES:
-                raise item.error(f"unknown format {fmt!r}", hint="formats: " + ", ".join(FORMAT_NAMES))
-            exp.formats.append(fmt)
+            exp.formats.append(_format(item))
+    _apply(exp, top)
+    if "network" in top and "machines" not in top:
+        raise top["network"].error("needs `machines:`", hint="a network connects the machines of a multi-machine suite")
+    if "machines" in top:
+        _machines(exp, top, path, own_spec or path.with_name(path.name.split(".", 1)[0] + ".yml"))
+    return exp
+
+
+def _format(item: YamlNode) -> str:
+    fmt = item.as_str()
+    if fmt not in FORMAT_NAMES:
+        raise item.error(f"unknown format {fmt!r}", hint="formats: " + ", ".join(FORMAT_NAMES))
+    return fmt
+
+
+def _apply(exp: Expectations, top: dict[str, YamlNode]) -> None:
+    """The per-spec fields (SPEC_KEYS) of `top` onto `exp`."""
     if "memory" in top:
         exp.memory = int(_positive(top["memory"], integer=True))
     if "cpus" in top:
@@ -143,6 +207,7 @@ def load_expectations(path: Path) -> Expectations:
             exp.size = {k: {f: _size(n) for f, n in v.mapping().items()}
                         for k, v in _per_format(budgets["size"]).items()}
     if "ports" in top:
+        exp.ports = []
         for item in top["ports"].sequence():
             fields = item.mapping(allowed=("port", "http", "expect"), required=("port",))
             port = int(_positive(fields["port"], integer=True))
@@ -157,4 +222,74 @@ def load_expectations(path: Path) -> Expectations:
         bad = top["badness"].mapping(allowed=("ignore",))
         if "ignore" in bad:
             exp.badness_ignore = _regexes(bad["ignore"])
-    return exp
+
+
+def _network(node: YamlNode) -> NetworkDecl:
+    fields = node.mapping(allowed=("subnet", "host"))
+    net = NetworkDecl()
+    if "subnet" in fields:
+        text = fields["subnet"].as_str()
+        try:
+            net.subnet = ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            raise fields["subnet"].error(f"is not a subnet: {exc}", hint="e.g. 10.0.3.0/24") from None
+    if "host" in fields:
+        net.host = fields["host"].as_bool()
+    return net
+
+
+def _machines(exp: Expectations, top: dict[str, YamlNode], path: Path, own_spec: Path) -> None:
+    """`machines:` (and `network:`) of a multi-machine suite."""
+    for key in ("ports", "services"):
+        if key in top:
+            raise top[key].error("belongs to a machine in a multi-machine suite",
+                                 hint=f"move it under machines: NAME: {key}:")
+    exp.network = _network(top["network"]) if "network" in top else NetworkDecl()
+    net = exp.network
+    entries = top["machines"].mapping()
+    if not entries:
+        raise top["machines"].error("declares no machine", hint="machines: {NAME: {spec: FILE.yml}, ...}")
+    base = copy.deepcopy(exp)
+    base.machines, base.network, base.formats = {}, None, None
+    seen: dict[str, str] = {}
+    folder = path.parent.resolve()
+    for name, node in entries.items():
+        where = node.where
+        if not MACHINE_NAME.match(name):
+            raise node.error(f"is not a valid machine name ({name!r})",
+                             hint="lower-case letters, digits and -, at most 31 characters (it is part of test ids)")
+        fields = node.mapping(allowed=MACHINE_KEYS) if node.value is not None else {}
+        mexp = copy.deepcopy(base)
+        mexp.source = path
+        _apply(mexp, fields)
+        spec = own_spec
+        if "spec" in fields:
+            text = fields["spec"].as_str()
+            spec = (folder / text).resolve()
+            if not (spec == folder or folder in spec.parents):
+                raise fields["spec"].error(f"{text!r} is outside the suite's folder {folder}")
+            if spec.suffix not in (".yml", ".yaml") or spec.name.endswith((".test.yml", ".test.yaml")):
+                raise fields["spec"].error(f"{text!r} is not a LinuxKit spec (NAME.yml)")
+            if not spec.is_file():
+                raise fields["spec"].error(f"no spec file {text!r} (looked in {folder})")
+        decl = MachineDecl(name=name, spec=spec, where=where, expectations=mexp,
+                           format=_format(fields["format"]) if "format" in fields else None)
+        if "address" in fields:
+            text = fields["address"].as_str()
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                raise fields["address"].error(f"{text!r} is not an IP address (no prefix: the subnet gives it)") from None
+            if net.subnet is not None:
+                if address not in net.subnet:
+                    raise fields["address"].error(f"{address} is not in the network's subnet {net.subnet}")
+                if net.subnet.num_addresses > 2 and address in (net.subnet.network_address, net.subnet.broadcast_address):
+                    raise fields["address"].error(f"{address} is the subnet's network or broadcast address")
+            if str(address) in seen:
+                raise fields["address"].error(f"{address} is already the address of machine {seen[str(address)]!r}")
+            seen[str(address)] = name
+            decl.address = str(address)
+        if mexp.ports and not net.host:
+            raise fields["ports"].error("needs the host to reach the machine",
+                                        hint="set `network: {host: true}` (the user-mode NIC carries the forwards)")
+        exp.machines[name] = decl

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from lkit.build.builder import Artifact
 from lkit.pytest_plugin.state import RUN, Group, SuiteSpec
 
-LKIT_FIXTURES = ("lkit_format", "lkit_image", "lkit_vm", "machine", "host", "lkit_group")
+LKIT_FIXTURES = ("lkit_format", "lkit_image", "lkit_vm", "machine", "host", "lkit_group", "machines", "hosts")
 
 
 def _module_spec_path(module: Any, module_path: Path) -> Path | None:
@@ -89,6 +90,9 @@ class LkitImage:
 
 @pytest.fixture(scope="module")
 def lkit_image(lkit_group: Group) -> LkitImage:
+    if lkit_group.machines_of():
+        raise pytest.UsageError(f"{lkit_group.suite.id} is a multi-machine suite: lkit_image has no single "
+                                "image (the machines' artifacts are in each machine's build)")
     return LkitImage(lkit_group.format, lkit_group.artifacts())
 
 
@@ -96,6 +100,58 @@ def lkit_image(lkit_group: Group) -> LkitImage:
 def lkit_vm(lkit_group: Group) -> Any:
     """The booted VM (lkit.machine.vm.Machine): run, succeed, fail, wait_for_console_text, forward_port, qmp."""
     return lkit_group.machine()
+
+
+class Machines(Mapping[str, Any]):
+    """name -> booted VM of a multi-machine suite (for one VM: its spec's name -> it). Boots on first
+    use; a machine that did not boot raises MachineError naming it when a test asks for it, so only
+    the tests that use it fail."""
+
+    def __init__(self, group: Group, wrap: Any = None) -> None:
+        self._group = group
+        self._wrap = wrap
+        self._cache: dict[str, Any] = {}
+
+    def _names(self) -> list[str]:
+        return list(self._group.machines_of()) or [self._group.suite.spec.name]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._cache:
+            members = self._group.machines_of()
+            if members:
+                if name not in members:
+                    raise KeyError(f"no machine {name!r} in {self._group.suite.id}: {', '.join(members)}")
+                vm = members[name].machine()
+            elif name == self._group.suite.spec.name:
+                vm = self._group.machine()
+            else:
+                raise KeyError(f"no machine {name!r}: {self._group.suite.id} has one, {self._group.suite.spec.name!r}")
+            self._cache[name] = self._wrap(vm) if self._wrap else vm
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return f"<machines of {self._group.key}: {', '.join(self._names())}>"
+
+
+@pytest.fixture(scope="module")
+def machines(lkit_group: Group) -> Machines:
+    """A multi-machine suite's VMs by name (`machines["server"]`), each with lkit_vm's verbs plus
+    block(), unblock() (its private link) and crash(); `.address` is its declared address."""
+    return Machines(lkit_group)
+
+
+@pytest.fixture
+def hosts(lkit_group: Group) -> Machines:
+    """Each machine's testinfra Host (`hosts["server"].file(...)`), over its command channel."""
+    from lkit.machine.testinfra_backend import lkit_host
+
+    return Machines(lkit_group, wrap=lkit_host)
 
 
 @pytest.fixture(scope="module")

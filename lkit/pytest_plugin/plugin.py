@@ -15,8 +15,8 @@ import pytest
 from lkit.errors import InfraError
 from lkit.pytest_plugin import fixtures
 from lkit.pytest_plugin import shard as shard_mod
-from lkit.pytest_plugin.fixtures import lkit_group, lkit_image, lkit_vm, machine  # noqa: F401  (fixtures)
-from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name
+from lkit.pytest_plugin.fixtures import hosts, lkit_group, lkit_image, lkit_vm, machine, machines  # noqa: F401  (fixtures)
+from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name, xdist_group_name
 from lkit.pytest_plugin.options import Settings, add_options
 from lkit.pytest_plugin.results import RESULTS, Results
 from lkit.pytest_plugin.state import RUN, Group, RunState
@@ -63,7 +63,7 @@ def pytest_configure_node(node) -> None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     run: RunState = parent.config.stash[RUN]
-    if is_spec_file(file_path, run.settings.suites):
+    if is_spec_file(file_path, run.settings.suites) and not run.is_machine_spec(file_path):
         return SpecFile.from_parent(parent, path=file_path)
     return None
 
@@ -73,6 +73,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _group_key(item: pytest.Item) -> tuple[str, str] | None:
+    """The items that run together on one VM (on one network of VMs, for a multi-machine suite)."""
     if isinstance(item, CheckItem):
         return (str(item.suite.path), item.format)
     suite = fixtures.suite_of(item)
@@ -86,12 +87,12 @@ def _group_key(item: pytest.Item) -> tuple[str, str] | None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark suite tests with their (spec, format) group before xdist reads the groups (`--dist loadgroup`
     sends a group to one worker: the checks and the suite's tests must share that worker's VM)."""
+    run: RunState = config.stash[RUN]
     for item in items:
         key = _group_key(item)
         if key is not None and not isinstance(item, CheckItem):
-            item.add_marker(pytest.mark.xdist_group(f"{Path(key[0]).name}::{key[1]}"))
+            item.add_marker(pytest.mark.xdist_group(xdist_group_name(run.suite(Path(key[0])), key[1])))
             item.add_marker(marker_name("lkit_", key[1]))
-    run: RunState = config.stash[RUN]
     if run.settings.shard is not None:
         _select_shard(run, config, items)
 
@@ -139,6 +140,14 @@ def _select_shard(run: RunState, config: pytest.Config, items: list[pytest.Item]
                 chosen.append(key[1])
     for suite_path, chosen in run.shard_formats.items():   # in the spec's own order
         chosen.sort(key=run.suite(suite_path).formats.index)
+
+
+def _record_key(item: pytest.Item) -> tuple[str, str] | None:
+    """Where an item's result goes in the reports: its (spec, format); a machine's checks under
+    `spec::machine`, a multi-machine suite's own tests under the suite's spec."""
+    if isinstance(item, CheckItem) and item.machine is not None:
+        return item.group.record_key
+    return _group_key(item)
 
 
 class GroupOrder:
@@ -204,7 +213,7 @@ def pytest_runtest_call(item: pytest.Item):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    key = _group_key(item)
+    key = _record_key(item)
     if key is None:
         yield
         return
@@ -224,8 +233,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return
     if nextitem is None or _group_key(nextitem) != key:
         run: RunState = item.config.stash[RUN]
-        for group in run.groups.values():
-            if (str(group.suite.path), group.format) == key:
+        for group in list(run.groups.values()):
+            if group.order_key == key and group.network_group is group:
                 keep = run.settings.keep_vm
                 if keep and group.vm is not None and item.config.stash[RESULTS].failed(key):
                     fixtures.keep_for_debugging(group, keep)

@@ -54,9 +54,12 @@ class Results:
             attachments = {}
             group = self._group(key)
             if group is not None:
-                console = self.run.run_dir / "console" / f"{group.suite.spec.name}-{group.format}.log"
+                console = group.console_path()
                 if console.exists():
                     attachments["console"] = str(console)
+                if not report.passed and (group.network_group is not group or group.machines_of()):
+                    # a multi-machine failure: every machine's console
+                    attachments.update({title: str(path) for title, path in group.consoles().items() if path.exists()})
                 if not report.passed:
                     attachments.update({name: str(path) for name, path in group.evidence.items()})
             self.checks.setdefault(key, []).append(CheckResult(
@@ -69,12 +72,15 @@ class Results:
 
     def _group(self, key: tuple[str, str]):
         for group in self.run.groups.values():
-            if (str(group.suite.path), group.format) == key:
+            if group.record_key == key:
                 return group
         return None
 
     def _format_runs(self) -> list[FormatRun]:
         runs = []
+        for group in self.run.groups.values():   # a network's run (wall time, memory) even without tests
+            if group.machines_of() and group.clock.first_start_epoch is not None:
+                self.checks.setdefault(group.record_key, [])
         for key, checks in self.checks.items():
             group = self._group(key)
             spec_path = Path(key[0])
@@ -98,8 +104,8 @@ class Results:
 
     def _timing(self, group: Group | None) -> Timing | None:
         """Where the group's wall time went (its clock's phases), for summary.json."""
-        if group is None:
-            return None
+        if group is None or group.network_group is not group:
+            return None    # a machine's time is its network's
         group.clock.close()   # an interrupted session: the window ends here
         if group.clock.first_start_epoch is None:
             return None

@@ -22,7 +22,7 @@ from lkit.build.outputs.base import get_format
 from lkit.errors import LkitError, MachineError
 from lkit.images.store import Store
 from lkit.pytest_plugin import shared
-from lkit.pytest_plugin.expectations import Expectations, load_expectations
+from lkit.pytest_plugin.expectations import Expectations, MachineDecl, load_expectations
 from lkit.pytest_plugin.options import Settings
 from lkit.pytest_plugin.timing import PhaseClock
 from lkit.spec import load_spec
@@ -42,19 +42,41 @@ class SuiteSpec:
     spec: Spec
     expectations: Expectations
     formats: list[str]
+    # a multi-machine suite: machine name -> that machine's spec, its expectations and the formats
+    # built of it (every format any machine boots it in); `formats` above are the suite's variants
+    machines: dict[str, SuiteSpec] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return self.path.name
 
+    @property
+    def decls(self) -> dict[str, MachineDecl]:
+        return self.expectations.machines
+
+
+def test_yml_of(path: Path) -> Path:
+    return path.with_name(path.name.rsplit(".", 1)[0] + ".test.yml")
+
 
 def load_suite_spec(path: Path, settings: Settings) -> SuiteSpec:
     spec = load_spec([path])
-    expectations = load_expectations(path.with_name(path.name.rsplit(".", 1)[0] + ".test.yml"))
+    expectations = load_expectations(test_yml_of(path), own_spec=path.resolve())
     formats = expectations.formats or spec.outputs or ["kernel+initrd"]
     if settings.formats is not None:
         formats = [f for f in formats if f in settings.formats]
-    return SuiteSpec(path=path, spec=spec, expectations=expectations, formats=formats)
+    suite = SuiteSpec(path=path, spec=spec, expectations=expectations, formats=formats)
+    specs: dict[Path, Spec] = {path.resolve(): spec}
+    built: dict[Path, list[str]] = {}
+    for decl in expectations.machines.values():
+        if decl.spec not in specs:
+            specs[decl.spec] = load_spec([decl.spec])
+        wanted = built.setdefault(decl.spec, [])
+        wanted += [f for f in ([decl.format] if decl.format else formats) if f not in wanted]
+    for name, decl in expectations.machines.items():
+        suite.machines[name] = SuiteSpec(path=decl.spec, spec=specs[decl.spec], expectations=decl.expectations,
+                                         formats=built[decl.spec])
+    return suite
 
 
 @dataclass
@@ -79,6 +101,34 @@ class Group:
     @property
     def key(self) -> str:
         return f"{self.suite.id}::{self.format}"
+
+    @property
+    def order_key(self) -> tuple[str, str]:
+        """The items run together (and the VMs released together) share this key."""
+        return (str(self.suite.path), self.format)
+
+    @property
+    def record_key(self) -> tuple[str, str]:
+        """(spec, format) of this group's results in the reports."""
+        return (str(self.suite.path), self.format)
+
+    @property
+    def network_group(self) -> Group:
+        """The group whose VMs run together with this one's (itself, for a single machine)."""
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether it holds a running VM (or network) to release."""
+        return self._vm is not None
+
+    def consoles(self) -> dict[str, Path]:
+        """Console logs worth attaching to a failure: this VM's (all machines' in a network)."""
+        return {"console log": self.console_path()}
+
+    def machines_of(self) -> dict[str, MachineGroup]:
+        """A multi-machine suite's machines (empty for one VM)."""
+        return {}
 
     def artifacts(self) -> list[Artifact]:
         return self.built().artifacts[self.format]
@@ -130,7 +180,7 @@ class Group:
         """The spec's `cpus:`, else the run's --lkit-cpus, else None: the machine's default."""
         return self.suite.expectations.cpus or self.run.settings.cpus
 
-    def _console_path(self) -> Path:
+    def console_path(self) -> Path:
         return self.run.run_dir / "console" / f"{self.suite.spec.name}-{self.format}.log"
 
     def _screen_path(self) -> Path:
@@ -138,7 +188,7 @@ class Group:
 
     def _keep_failed_boot(self, attempt: int) -> None:
         """A failed boot's console and screen, renamed so that a rerun cannot overwrite them."""
-        for kind, path in (("console", self._console_path()), ("screen", self._screen_path())):
+        for kind, path in (("console", self.console_path()), ("screen", self._screen_path())):
             if path.exists():
                 kept = path.with_name(f"{path.stem}.failed-boot-{attempt}{path.suffix}")
                 os.replace(path, kept)
@@ -146,21 +196,36 @@ class Group:
                 self.evidence[f"{kind} of failed boot {attempt}"] = kept
 
     def _boot(self) -> Any:
+        vm = self._start_vm()
+        self._await_vm(vm)
+        return vm
+
+    def _machine_args(self) -> dict[str, Any]:
+        """More arguments for this group's Machine (a network's machines add their NIC)."""
+        return {}
+
+    def _start_vm(self) -> Any:
+        """QEMU started and running (`cont`), not yet booted."""
         from lkit.machine.artifacts import boot_target
         from lkit.machine.vm import Machine
 
         exp = self.suite.expectations
         target = boot_target(self.format, [a.path for a in self.artifacts()])
         workdir = self.run.vm_dir(self.key)
-        console = self._console_path()
+        console = self.console_path()
         console.parent.mkdir(parents=True, exist_ok=True)
         with self.clock.span("qemu"):   # QEMU start to `cont`
             vm = self._stack.enter_context(Machine(
                 target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
                 ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
-                console_log=console, badness_ignore=exp.badness_ignore))  # entering starts it
+                console_log=console, badness_ignore=exp.badness_ignore, **self._machine_args()))  # entering starts it
             # Released at once when the group closes: a graceful power-off is the shutdown check's job.
             self._stack.callback(vm.stop, graceful=False)
+        return vm
+
+    def _await_vm(self, vm: Any) -> None:
+        """Wait for the boot markers and the shell (a screendump when the boot fails)."""
+        exp = self.suite.expectations
         try:
             try:
                 for marker in exp.markers:
@@ -171,7 +236,6 @@ class Group:
         except LkitError:
             self._screendump(vm)
             raise
-        return vm
 
     def extra_boot_samples(self) -> None:
         """--lkit-boots N: N-1 more boots of the same artifacts, timed only (stopped with `quit`)."""
@@ -242,6 +306,195 @@ class Group:
             self._vm = None
 
 
+def peak_rss(pid: int | None) -> int | None:
+    """A process's peak resident memory in bytes (VmHWM), None if unknown."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass
+class MachineGroup(Group):
+    """One machine of a multi-machine suite in one of the suite's formats (`variant`). Its VM is booted
+    with the others by its NetworkGroup; its clock is the network's (one window for all of them)."""
+
+    network: NetworkGroup | None = None
+    name: str = ""
+    variant: str = ""
+    decl: MachineDecl | None = None
+
+    @property
+    def net(self) -> NetworkGroup:
+        assert self.network is not None
+        return self.network
+
+    @property
+    def key(self) -> str:
+        return f"{self.net.suite.id}::{self.name}::{self.variant}"
+
+    @property
+    def order_key(self) -> tuple[str, str]:
+        return self.net.order_key
+
+    @property
+    def record_key(self) -> tuple[str, str]:
+        return (f"{self.net.suite.path}::{self.name}", self.variant)
+
+    @property
+    def network_group(self) -> Group:
+        return self.net
+
+    def consoles(self) -> dict[str, Path]:
+        return self.net.consoles()
+
+    def console_path(self) -> Path:
+        return self.run.run_dir / "console" / f"{self.net.suite.spec.name}-{self.variant}-{self.name}.log"
+
+    def _screen_path(self) -> Path:
+        return self.run.run_dir / "screens" / f"{self.net.suite.spec.name}-{self.variant}-{self.name}.png"
+
+    def _machine_args(self) -> dict[str, Any]:
+        segment = self.net.segment
+        assert segment is not None and self.decl is not None
+        return {"lan": segment.port(self.name), "user_net": self.net.host, "name": self.name,
+                "address": self.decl.address}
+
+    def machine(self) -> Machine:
+        """This machine's VM: the network boots all of its machines on first use."""
+        if self._vm is None and self._boot_error is None and not self.closed:
+            self.net.start()
+        if self._vm is not None:
+            return self._vm
+        if self._boot_error is not None:
+            raise MachineError(f"machine {self.name!r} ({self.suite.path.name}, {self.format}) did not boot: "
+                               f"{self._boot_error}")
+        raise MachineError(f"machine {self.name!r} was already shut down")
+
+    def _boot_attempt(self, attempt: int, step: Any) -> bool:
+        """One step of a boot attempt; False (and the failed boot kept as evidence) if it failed."""
+        try:
+            step()
+            return True
+        except LkitError as exc:
+            self._stack.close()
+            self._stack = ExitStack()
+            self._boot_error = exc
+            self._keep_failed_boot(attempt)
+            return False
+
+    def _note_memory(self) -> None:
+        """The QEMU's peak resident memory, before it exits."""
+        vm = self._vm
+        peak = peak_rss(vm.pid) if vm is not None and vm.running else None
+        if peak is not None:
+            self.figures["memory.qemu_peak"] = peak
+            self.net.memory[self.name] = peak
+
+    def shutdown(self) -> Any:
+        if self._vm is not None:
+            self._note_memory()
+        return super().shutdown()
+
+    def close(self) -> None:
+        self._note_memory()
+        super().close()
+
+
+@dataclass
+class NetworkGroup(Group):
+    """A multi-machine suite in one format: its private network (lkit.machine.lan.Segment: a hub and
+    one NIC per machine) and its machines, booted together. It holds the suite's own tests' results
+    and the wall time of the whole (its clock is every machine's)."""
+
+    machines: dict[str, MachineGroup] = field(default_factory=dict)
+    segment: Any = None
+    started: bool = False
+    memory: dict[str, int] = field(default_factory=dict)    # machine (or "hub") -> peak RSS, bytes
+
+    @property
+    def host(self) -> bool:
+        net = self.suite.expectations.network
+        return net.host if net is not None else True
+
+    @property
+    def active(self) -> bool:
+        return self.segment is not None
+
+    def consoles(self) -> dict[str, Path]:
+        return {f"console of {name}": m.console_path() for name, m in self.machines.items()}
+
+    def machines_of(self) -> dict[str, MachineGroup]:
+        return self.machines
+
+    def machine(self) -> Machine:
+        raise MachineError(f"{self.suite.id} is a multi-machine suite: it has no single VM",
+                           hint="use the `machines` fixture (machines['NAME']) and `hosts['NAME']`")
+
+    def start(self) -> None:
+        """Start the network and every machine, then wait for each one's markers. A machine that fails
+        keeps its error (its checks and the tests that use it fail); the others run on."""
+        if self.started:
+            return
+        if self.closed:
+            raise MachineError(f"the machines of {self.key} were already shut down")
+        from lkit.machine.lan import Segment
+
+        self.started = True
+        with self.clock.span("poweroff"):
+            self.run.release_others(self)
+        with self.clock.span("ready"):
+            try:
+                self.segment = self._stack.enter_context(Segment(list(self.machines)))
+            except LkitError as exc:
+                for m in self.machines.values():
+                    m._boot_error = exc
+                return
+            started: dict[str, Any] = {}
+            for name, m in self.machines.items():
+                m.boot_attempts = 1
+
+                def launch(m: MachineGroup = m, name: str = name) -> None:
+                    started[name] = m._start_vm()
+                m._boot_attempt(1, launch)
+            for name, m in self.machines.items():
+                if name in started and m._boot_error is None:
+                    vm = started[name]
+                    if m._boot_attempt(1, lambda m=m, vm=vm: m._await_vm(vm)):
+                        m._vm = vm
+            for m in self.machines.values():   # --lkit-reruns: a failed machine alone boots again
+                while m._vm is None and m.boot_attempts <= self.run.settings.reruns:
+                    m.boot_attempts += 1
+
+                    def again(m: MachineGroup = m) -> None:
+                        m._vm = m._boot()
+                    if m._boot_attempt(m.boot_attempts, again):
+                        m._boot_error = None
+            hub = peak_rss(self.segment.pid)
+            if hub is not None:
+                self.memory["hub"] = hub
+
+    def close(self) -> None:
+        self.closed = self.closed or self.started
+        with self.clock.span("poweroff"):
+            for m in self.machines.values():
+                m.close()
+            segment = self.segment
+            self._stack.close()
+            self._stack = ExitStack()
+            self.segment = None
+        if segment is not None:
+            for name, counts in segment.counters.items():
+                self.properties[f"lan.{name}"] = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        if self.memory:
+            self.figures["memory.peak_total"] = sum(self.memory.values())
+
+
 class RunState:
     """Session-wide state of the plugin."""
 
@@ -254,6 +507,7 @@ class RunState:
         self._builds: dict[Path, BuiltImage | LkitError] = {}
         self.build_seconds: dict[Path, float] = {}
         self._rebuilds: dict[Path, BuiltImage] = {}
+        self._sidecars: dict[Path, set[Path]] = {}      # NAME.test.yml -> the machine specs it names
         self._vm_root: Path | None = None
         self._stack = ExitStack()
         self.shard_plan: list[Weighed] = []   # this shard's groups (--lkit-shard)
@@ -289,21 +543,62 @@ class RunState:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def is_machine_spec(self, path: Path) -> bool:
+        """Whether `path` is a machine of another spec's multi-machine suite (a `machines:` entry of a
+        NAME.test.yml in its folder or above, within the suites): then it is not a suite of its own."""
+        path = path.resolve()
+        folder = path.parent
+        while True:
+            for sidecar in sorted([*folder.glob("*.test.yml"), *folder.glob("*.test.yaml")]):
+                own = sidecar.with_name(sidecar.name.split(".test.", 1)[0] + ".yml")
+                if own.resolve() == path:
+                    continue
+                if sidecar not in self._sidecars:
+                    try:
+                        self._sidecars[sidecar] = {d.spec for d in load_expectations(sidecar, own_spec=own.resolve()).machines.values()}
+                    except LkitError:
+                        self._sidecars[sidecar] = set()   # reported when its own spec is collected
+                if path in self._sidecars[sidecar]:
+                    return True
+            if folder.parent == folder or not any(folder == s.resolve() or s.resolve() in folder.parents
+                                                  for s in self.settings.suites):
+                return False
+            folder = folder.parent
+
     def suite(self, path: Path) -> SuiteSpec:
         if path not in self.suites:
             self.suites[path] = load_suite_spec(path, self.settings)
         return self.suites[path]
 
     def group(self, suite: SuiteSpec, fmt: str) -> Group:
+        if suite.machines:
+            return self.network(suite, fmt)
         key = f"{suite.id}::{fmt}"
         if key not in self.groups:
             self.groups[key] = Group(suite=suite, format=fmt, run=self)
         return self.groups[key]
 
+    def network(self, suite: SuiteSpec, variant: str) -> NetworkGroup:
+        """The machines of a multi-machine suite in one of its formats, and their network."""
+        key = f"{suite.id}::{variant}"
+        if key not in self.groups:
+            net = NetworkGroup(suite=suite, format=variant, run=self)
+            self.groups[key] = net
+            for name, msuite in suite.machines.items():
+                decl = suite.decls[name]
+                group = MachineGroup(suite=msuite, format=decl.format or variant, run=self, clock=net.clock,
+                                     network=net, name=name, variant=variant, decl=decl)
+                net.machines[name] = group
+                self.groups[group.key] = group
+        found = self.groups[key]
+        assert isinstance(found, NetworkGroup)
+        return found
+
     def release_others(self, keep: Group) -> None:
-        """Only one VM at a time per worker: memory and CPU are what a 2-core machine lacks."""
+        """Only one VM (or one suite's network of VMs) at a time per worker: memory and CPU are what a
+        2-core machine lacks."""
         for group in self.groups.values():
-            if group is not keep and group.vm is not None:
+            if group.network_group is not keep.network_group and group.active:
                 group.close()
 
     def built(self, suite: SuiteSpec) -> BuiltImage:

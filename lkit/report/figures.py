@@ -25,7 +25,7 @@ def kind(name: str) -> str:
 def human(name: str, value: float) -> str:
     """A value in the unit of its figure: '31.2 MB', '5.21 s'."""
     k = kind(name)
-    if k == "size":
+    if k == "size" or name.startswith("memory."):   # memory.*: peak resident bytes (no threshold)
         return human_bytes(value)
     if k == "time":
         return f"{value:.2f} s"

@@ -24,12 +24,14 @@ _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 
 
 def junit_path(run_dir: Path, run: FormatRun) -> Path:
-    """reports/<run_id>/junit-<spec-stem>-<format>.xml"""
-    stem = Path(run.spec).name
+    """reports/<run_id>/junit-<spec-stem>-<format>.xml (junit-<spec-stem>-<machine>-<format>.xml for a machine)"""
+    stem, _, machine = Path(run.spec).name.partition("::")   # `SPEC::MACHINE`: a multi-machine suite's machine
     for suffix in (".test.yml", ".yml", ".yaml"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
+    if machine:
+        stem += f"-{machine}"
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{run.format}")
     return run_dir / f"junit-{safe}.xml"
 

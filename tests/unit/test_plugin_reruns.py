@@ -17,7 +17,7 @@ def test_failed_boot_evidence_survives_the_rerun(tmp_path: Path, monkeypatch) ->
 
     def fake_boot() -> object:
         attempts.append(1)
-        console = group._console_path()
+        console = group.console_path()
         console.parent.mkdir(parents=True, exist_ok=True)
         console.write_text(f"console of attempt {len(attempts)}\n")
         if len(attempts) == 1:
