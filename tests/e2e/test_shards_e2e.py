@@ -60,7 +60,9 @@ def outcomes(summary: Path) -> dict[tuple[str, str, str], str]:
 def test_three_shards_merge_into_the_single_run_and_gate_the_same(tmp_path: Path, location: str) -> None:
     work = tmp_path / "ci"
     work.mkdir()
-    shutil.copytree(REPO / "suites", work / "suites", ignore=shutil.ignore_patterns("__pycache__"))
+    # The single-machine suites (a multi-machine suite is one group too, but its client spec is not a
+    # suite of its own, so --lkit-push does not publish it: see the note in docs/ci.md).
+    shutil.copytree(REPO / "suites", work / "suites", ignore=shutil.ignore_patterns("__pycache__", "webnet"))
     (work / "pytest.ini").write_text("[pytest]\n")
 
     # The build job: every (spec, format) built once and pushed.
@@ -97,9 +99,10 @@ def test_three_shards_merge_into_the_single_run_and_gate_the_same(tmp_path: Path
     twice = lkit(work, "report", "merge", *shard_dirs, shard_dirs[0], "-o", "m3")
     assert twice.returncode == 11 and "given twice" in twice.stderr
 
-    # The seeded regression: 3 MB more in minimal's initrd, rebuilt and pushed, run as shards again.
+    # The seeded regression: 512 KiB more in minimal's initrd (within its size budget, so only the
+    # baseline comparison can catch it), rebuilt and pushed, run as shards again.
     lkit(work, "report", "baseline", str(single_dir), "-o", "baseline.json").check_returncode()
-    blob = base64.b64encode(random.Random(3).randbytes(3 << 20)).decode()
+    blob = base64.b64encode(random.Random(3).randbytes(512 << 10)).decode()
     spec = work / "suites" / "minimal.yml"
     spec.write_text(spec.read_text() + f"files:\n  - path: var/blob\n    contents: {blob}\n")
     rebuilt = pytest_run(work, "-k", "build", "--lkit-push", f"{location}:bigger", "--lkit-report-dir", "r-build2",
@@ -112,6 +115,6 @@ def test_three_shards_merge_into_the_single_run_and_gate_the_same(tmp_path: Path
         assert res.returncode in (0, 10), res.stdout[-3000:]
     big_dirs = [str(only_run(work / f"r-big{k}")) for k in range(1, SHARDS + 1)]
     assert lkit(work, "report", "merge", *big_dirs, "-o", "merged-big", "--expect", str(SHARDS)).returncode == 0
-    gate = lkit(work, "report", "gate", "merged-big", "--baseline", "baseline.json")
+    gate = lkit(work, "report", "gate", "merged-big", "--baseline", "baseline.json", "--threshold", "size=5")
     assert gate.returncode == 10, gate.stdout
     assert "REGRESSION" in gate.stdout and "minimal" in gate.stdout and "size" in gate.stdout
