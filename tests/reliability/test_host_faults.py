@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +141,8 @@ def test_two_builds_share_store_and_cache(mode: str, store_copy: Path, tmp_path:
             assert _sha(out / name) == _sha(solo / name), f"{name} differs between concurrent and solo builds"
     if mode == "same spec":
         assert _sha(outs[0] / "base-initrd.img") == _sha(outs[1] / "base-initrd.img")
-    assert not [p for p in cache.iterdir() if "." in p.name], "temp entries left in the shared build cache"
+    # A finished key is `<sha256>` (folder) or `<sha256>.manifest.json`; anything else is a half-made leftover.
+    finished = re.compile(r"[0-9a-f]{64}(\.manifest\.json)?")
+    assert not [p for p in cache.iterdir() if not finished.fullmatch(p.name)], "temp entries left in the shared build cache"
     index = json.loads((store_copy / "index.json").read_text())
     assert index["manifests"], "the shared store's index survived"
