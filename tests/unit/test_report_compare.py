@@ -214,3 +214,17 @@ def test_new_figure_is_a_note():
     result = compare(base(), new)
     assert result.regressions == []
     assert [f.line for f in result.notes] == [f"{SPEC} iso-efi: esp size is new (2.0 MB), not in the baseline"]
+
+
+def test_a_shard_is_not_blamed_for_groups_the_other_shards_run():
+    """A shard's gate judges its own groups; the merged run is compared in full."""
+    new = variant()
+    new.runs = [r for r in new.runs if r.format == "iso-efi"]
+    alone = compare(base(), new)
+    assert alone.regressions and all("not in this run" in f.line for f in alone.regressions)
+    new.shard = "1/3"
+    sharded = compare(base(), new)
+    assert sharded.regressions == [] and sharded.removed == []
+    assert any("not in shard 1/3" in f.line for f in sharded.notes)
+    fmt(new, "iso-efi").figures["size.initrd"] *= 2
+    assert {f.item for f in compare(base(), new).regressions} >= {"size.initrd"}
