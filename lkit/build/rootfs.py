@@ -27,7 +27,7 @@ from pathlib import Path
 from lkit.build import gotar, metadata, ociconfig, sbom
 from lkit.build.gotar import GoHeader
 from lkit.build.tree import DEFAULT_MTIME, Content, FsNode, NodeKind, Tree
-from lkit.errors import BuildError, ImageError, SpecError
+from lkit.errors import BuildError, ImageError, LkitError, SpecError
 from lkit.images import refs
 from lkit.images.layers import LayerEntry, iter_layer
 from lkit.images.store import Image, Store
@@ -256,6 +256,7 @@ class RootfsAssembler:
         return f"{self.spec.sources[0]}: init {ref}" if self.spec.sources else f"init {ref}"
 
     def assemble(self) -> Assembly:
+        self._uncompress_layers()
         kernel = self._kernel()
         apk_dbs: list[Content] = []
         for index, ref in enumerate(self.spec.init):
@@ -280,6 +281,17 @@ class RootfsAssembler:
                           pax={})
         cmdline = self.spec.kernel.cmdline if self.spec.kernel else ""
         return Assembly(self.tree, kernel, cmdline, dict(self.images), self.out.stream)
+
+    def _uncompress_layers(self) -> None:
+        """Every layer the spec uses, uncompressed in parallel before the (serial) assembly reads them.
+        Images that do not resolve are left to the assembly, which names them."""
+        images = []
+        for ref in self.spec.images():
+            try:
+                images.append(self.resolve(ref))
+            except LkitError:
+                continue
+        self.store.uncompress_layers(images)
 
     def _kernel(self) -> KernelFiles | None:
         """LinuxKit's kernelFilter over the kernel image: boot/, boot/cmdline and boot/kernel where the

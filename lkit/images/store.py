@@ -20,7 +20,8 @@ import shutil
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -472,6 +473,25 @@ class Store:
         return Image(ref=name, digest=desc.digest, manifest=data, config=config, layers=layers)
 
     # -- uncompressed layers -----------------------------------------------------------------
+
+    def uncompress_layers(self, images: Iterable[Image], workers: int | None = None) -> None:
+        """Uncompress, several at a time, the layers of `images` not uncompressed yet: inflate, sha256
+        and the writes release the GIL, so a cold build uses every core (largest layers first). A
+        layer that fails here is left to uncompressed_layer, which says what is wrong and where."""
+        todo = {diff_id: layer for image in images for layer, diff_id in zip(image.layers, image.diff_ids)
+                if not (self.uncompressed_dir / _hex(diff_id)).is_file()}
+        if len(todo) < 2:
+            return
+        largest_first = sorted(todo.items(), key=lambda item: -item[1].size)
+        with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+            futures = [pool.submit(self.uncompressed_layer, layer, diff_id) for diff_id, layer in largest_first]
+            try:
+                for future in futures:
+                    with contextlib.suppress(ImageError, OSError):
+                        future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     def uncompressed_layer(self, layer: Descriptor, diff_id: str) -> Path:
         """An uncompressed copy of `layer`, verified once against `diff_id`, reused afterwards."""

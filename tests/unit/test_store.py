@@ -262,6 +262,22 @@ def test_uncompressed_layer_diff_id_mismatch(store: Store):
     assert list(store.uncompressed_dir.iterdir()) == [] and list(store.tmp_dir.iterdir()) == []
 
 
+def test_uncompress_layers_in_parallel_leaves_a_bad_layer_to_the_serial_path(store: Store, tmp_path: Path):
+    """The parallel warm-up makes every good layer and swallows nothing a build would report."""
+    images = []
+    for n in range(3):
+        tar = layer_tar(tmp_path / f"l{n}.tar", {f"etc/f{n}": bytes([n]) * (1000 * (n + 1))})
+        images.append(add_image(store, f"lkit/l{n}:1", [tar], config={}))
+    store.tag("lkit/bad:1", _manual_image(store, gzip.compress(b"x", mtime=0), diff_id=sha(b"not x")))
+    bad = store.resolve("lkit/bad:1")
+    store.uncompress_layers([*images, bad], workers=2)
+    made = {p.name for p in store.uncompressed_dir.iterdir()}
+    assert made == {img.diff_ids[0].split(":")[1] for img in images}
+    assert list(store.tmp_dir.iterdir()) == []
+    with pytest.raises(ImageError, match="not the diff_id"):
+        store.uncompressed_layer(bad.layers[0], bad.diff_ids[0])
+
+
 def test_add_image_resolves_and_reads_back(store: Store, tmp_path: Path):
     tar = layer_tar(tmp_path / "a.tar", {"bin/sh": b"#!", "etc/os-release": b"ID=debian\n"})
     img = add_image(store, "lkit/base:1", [tar], config={"Cmd": ["/bin/sh"], "Labels": {"k": "v"}})
