@@ -96,7 +96,9 @@ class Results:
                 properties.update(keep_in_run(manifest, self.run.run_dir, group.suite.spec.name))
             samples = {k: list(v) for k, v in group.samples.items()} if group else {}
             built = self.run.built_if_any(group.suite) if group else None
-            artifacts = {a.path.name: a.sha256 for a in built.artifacts.get(key[1], [])} if built else {}
+            # The bytes the group booted: a machine pinned to one format boots it in every variant.
+            booted = group.format if group else key[1]
+            artifacts = {a.path.name: a.sha256 for a in built.artifacts.get(booted, [])} if built else {}
             runs.append(FormatRun(spec=spec_id, format=key[1], figures=figures, samples=samples,
                                   properties=properties, checks=checks, timing=self._timing(group),
                                   artifacts=artifacts))
