@@ -279,7 +279,7 @@ def _secureboot(node: YamlNode, folder: Path) -> KeySet | None:
             raise keys[role].error(f"{text!r} is not an X.509 certificate (PEM or DER)")
         paths[role] = path
     return KeySet(pk=paths["pk"], kek=paths["kek"], db=paths["db"], db_key=paths["db_key"],
-                  origin=f"keys named in {node.where}")
+                  origin=f"keys named in {fields['keys'].where}")
 
 
 def _network(node: YamlNode) -> NetworkDecl:
