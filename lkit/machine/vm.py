@@ -30,7 +30,7 @@ from lkit.machine import accel as accel_mod
 from lkit.machine.artifacts import BootTarget
 from lkit.machine.badness import Badness, BadnessPolicy, BadnessScanner
 from lkit.machine.channel import PROMPT, AgentChannel, ChannelMode, CommandResult, ConsoleChannel
-from lkit.core.secureboot import KeySet
+from lkit.core.secureboot import KeySet, default_keys_dir
 from lkit.machine.firmware import enrolled_vars, find_ovmf
 from lkit.machine.lan import LanPort
 from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
@@ -170,7 +170,7 @@ class Machine:
             template = None
             if self.secure_boot:
                 assert self.keys is not None
-                template = enrolled_vars(fw, self.keys, self.keys.db.parent / ".enrolled")
+                template = enrolled_vars(fw, self.keys, default_keys_dir() / "enrolled-vars")
             fw_code, fw_vars = fw.code, fw.copy_vars(self.workdir, template)
         tpm_argv: tuple[str, ...] = ()
         if self.tpm:
