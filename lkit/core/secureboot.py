@@ -87,3 +87,16 @@ def generated_keys(folder: Path | None = None, *, label: str = "test") -> KeySet
             shutil.rmtree(tmp, ignore_errors=True)
     return KeySet(pk=folder / "pk.crt", kek=folder / "kek.crt", db=folder / "db.crt", db_key=folder / "db.key",
                   origin=f"lkit test keys ({folder})")
+
+
+def keys_in(folder: Path) -> KeySet:
+    """A key set from a folder laid out as lkit's test keys are: pk.crt, kek.crt, db.crt, db.key
+    (`lkit build --sign-keys DIR`, `lkit run --sign-keys DIR`)."""
+    from lkit.errors import LkitError
+
+    names = {"pk": "pk.crt", "kek": "kek.crt", "db": "db.crt", "db_key": "db.key"}
+    missing = [n for n in names.values() if not (folder / n).is_file()]
+    if missing:
+        raise LkitError(f"{folder}: no {', '.join(missing)}",
+                        hint="a keys folder holds pk.crt, kek.crt, db.crt (X.509) and db.key (db's private key)")
+    return KeySet(**{role: folder / name for role, name in names.items()}, origin=f"keys in {folder}")
