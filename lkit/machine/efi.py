@@ -41,8 +41,9 @@ def mount_efivarfs(vm: Any) -> bool:
 
 
 def read_variable(vm: Any, name: str, guid: str = GLOBAL_GUID) -> tuple[int, bytes] | None:
-    """(attributes, data) of an EFI variable, None if it does not exist (efivarfs must be mounted)."""
+    """(attributes, data) of an EFI variable, None if it does not exist."""
     path = _path(name, guid)
+    _require_efivarfs(vm)
     result = vm.run(f"[ -e {path} ] || exit 3; base64 {path}", timeout=30)
     if result.rc == 3:
         return None
@@ -59,6 +60,7 @@ def write_variable(vm: Any, name: str, data: bytes, guid: str, attributes: int =
     if guid == GLOBAL_GUID:
         raise ValueError("write a variable of your own GUID, not EFI_GLOBAL_VARIABLE's")
     path = _path(name, guid)
+    _require_efivarfs(vm)
     payload = base64.b64encode(attributes.to_bytes(4, "little") + data).decode()
     # an existing variable's file is immutable (efivarfs sets +i): lift it, then write in one go
     result = vm.run(f"[ -e {path} ] && chattr -i {path} 2>/dev/null; "
@@ -66,6 +68,13 @@ def write_variable(vm: Any, name: str, data: bytes, guid: str, attributes: int =
                     f"cat /tmp/.lkit-efivar > {path}; rc=$?; rm -f /tmp/.lkit-efivar; exit $rc", timeout=30)
     if result.rc != 0:
         raise MachineError(f"cannot write EFI variable {name}-{guid}: {result.stderr.strip()[-300:]}")
+
+
+def _require_efivarfs(vm: Any) -> None:
+    if not mount_efivarfs(vm):
+        raise MachineError("the guest cannot read EFI variables: no EFI boot, or its kernel has no efivarfs",
+                           hint="boot an EFI format; load the module at boot (onboot image lkit/efivarfs:1, "
+                                "capabilities [CAP_SYS_MODULE])")
 
 
 def secure_boot_state(vm: Any) -> SecureBootState:
