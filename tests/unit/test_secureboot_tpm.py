@@ -243,3 +243,65 @@ def test_a_bad_firmware_value_is_one_line_with_file_and_line(pytester: pytest.Py
     text = "\n".join(listed.outlines)
     assert "linuxkit.test.yml:2" in text and "unknown firmware 'secure'" in text
     assert "Traceback" not in text
+
+
+# -- the guest side, over a fake command channel -----------------------------------------------------------
+class FakeGuest:
+    """Answers lkit.machine.efi's shell commands like a guest would (a dict of EFI variables)."""
+
+    def __init__(self, *, efivarfs: bool, variables: dict[str, bytes] | None = None, dmesg: str = "") -> None:
+        self.efivarfs, self.variables, self.dmesg = efivarfs, dict(variables or {}), dmesg
+        self.commands: list[str] = []
+
+    def run(self, command: str, timeout: float = 60):
+        import base64
+        import re
+
+        from lkit.machine.channel import CommandResult
+
+        self.commands.append(command)
+        if "mount -t efivarfs" in command:
+            return CommandResult(0 if self.efivarfs else 4, "", "")
+        if command.startswith("dmesg"):
+            return CommandResult(0, self.dmesg, "")
+        path = re.search(r"/sys/firmware/efi/efivars/(\S+)", command)
+        assert path is not None, command
+        if "base64 -d" in command:
+            payload = re.search(r"echo '?([A-Za-z0-9+/=]+)'? \| base64 -d", command)
+            assert payload is not None
+            self.variables[path.group(1)] = base64.b64decode(payload.group(1))
+            return CommandResult(0, "", "")
+        if path.group(1) not in self.variables:
+            return CommandResult(3, "", "")
+        return CommandResult(0, base64.encodebytes(self.variables[path.group(1)]).decode(), "")
+
+
+def test_secure_boot_read_from_the_variable_else_from_the_kernel_log() -> None:
+    from lkit.machine import efi
+
+    on = FakeGuest(efivarfs=True, variables={f"SecureBoot-{efi.GLOBAL_GUID}": b"\x06\x00\x00\x00\x01"})
+    state = efi.secure_boot_state(on)
+    assert state.enabled is True and state.source.endswith(f"SecureBoot-{efi.GLOBAL_GUID}")
+    off = FakeGuest(efivarfs=True, variables={f"SecureBoot-{efi.GLOBAL_GUID}": b"\x06\x00\x00\x00\x00"})
+    assert efi.secure_boot_state(off).enabled is False
+    logged = FakeGuest(efivarfs=False, dmesg="[    0.000000] secureboot: Secure boot enabled\n")
+    assert efi.secure_boot_state(logged) == efi.SecureBootState(True, "kernel log", "Secure boot enabled")
+    silent = FakeGuest(efivarfs=False)
+    assert efi.secure_boot_state(silent).enabled is None
+
+
+def test_variables_round_trip_with_their_attributes() -> None:
+    from lkit.errors import MachineError
+    from lkit.machine import efi
+
+    guest = FakeGuest(efivarfs=True)
+    guid = "4c4b4954-7465-7374-2d72-65626f6f7431"
+    assert efi.read_variable(guest, "LkitTest", guid) is None
+    efi.write_variable(guest, "LkitTest", b"boot 1", guid)
+    assert efi.read_variable(guest, "LkitTest", guid) == (efi.NV_BS_RT, b"boot 1")
+    with pytest.raises(ValueError):
+        efi.write_variable(guest, "Bad Name;rm", b"x", guid)
+    with pytest.raises(ValueError):
+        efi.write_variable(guest, "SecureBoot", b"\x00", efi.GLOBAL_GUID)
+    with pytest.raises(MachineError, match="cannot read EFI variables"):
+        efi.read_variable(FakeGuest(efivarfs=False), "LkitTest", guid)
