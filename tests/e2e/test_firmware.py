@@ -137,6 +137,21 @@ def test_firmware_refuses_an_image_it_cannot_verify(images: Images, which: str, 
     assert (tmp_path / "refused.png").stat().st_size > 0
 
 
+def test_the_seed_iso_efi_unsigned_is_refused(tmp_path: Path) -> None:
+    """The seed spec's own iso-efi (suites/linuxkit.yml, whose signed twin the suite's
+    iso-efi@efi-secureboot variant boots) is refused unsigned by the same firmware and keys."""
+    spec = load_spec([Path(__file__).resolve().parents[2] / "suites" / "linuxkit.yml"])
+    store = Store(Path(os.environ["LKIT_STORE"])) if os.environ.get("LKIT_STORE") else Store.default()
+    keys = generated_keys(tmp_path / "keys")
+    plain = build(spec, ["iso-efi"], tmp_path / "plain", store=store, cache_dir=tmp_path / "cache")
+    target = boot_target("iso-efi", plain.files("iso-efi"))
+    with Machine(target, workdir=tmp_path / "vm", accel="tcg", secure_boot=True, keys=keys,
+                 exit_shutdown_timeout=0) as vm:
+        vm.wait_for_console_text(REFUSED, BOOT_TIMEOUT)
+        with pytest.raises(MachineError):
+            vm.wait_for_console_text(r"Linux version|EFI stub|Welcome to LinuxKit", 20)
+
+
 def test_plain_efi_boot_time_for_comparison(images: Images, tmp_path: Path) -> None:
     """The same image without Secure Boot or TPM, so the variant's cost is a figure, not a guess."""
     with Machine(images.unsigned, workdir=tmp_path / "vm", accel="tcg", exit_shutdown_timeout=0) as vm:
