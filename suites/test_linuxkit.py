@@ -41,3 +41,13 @@ def test_runc_list_shows_the_services(lkit_vm):
     listing = lkit_vm.succeed("runc list 2>/dev/null; ctr -n services.linuxkit task ls 2>/dev/null; true")
     for name in ("nginx", "rngd"):
         assert name in listing
+
+
+def test_tpm_pcrs_readable_and_measured_under_uefi(lkit_tpm, lkit_format):
+    # linuxkit.test.yml says `tpm: true`: every format's VM has a swtpm; OVMF measures the boot into
+    # PCRs 0-7 (each gets at least its separator event), so under UEFI none of them is zero.
+    pcrs = lkit_tpm.pcrs()
+    assert sorted(pcrs) == list(range(24)) and all(len(v) == 64 for v in pcrs.values()), pcrs
+    if "efi" in lkit_format:
+        zero = [i for i in range(8) if not pcrs[i].strip("0")]
+        assert not zero, f"PCRs {zero} are zero under UEFI"

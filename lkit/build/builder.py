@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkit.core.files import sha256_file, write_text
+from lkit.core.secureboot import KeySet
 import lkit
 from lkit.build import gotar, manifest as build_manifest
 from lkit.build.tree_archive import write_initrd, write_tar
@@ -263,9 +264,14 @@ def _write_manifest(maker: _BootFilesMaker, outdir: Path, formats: dict[str, lis
     return path
 
 
+# Formats whose EFI binary lkit can sign (a UKI as EFI/BOOT/BOOTX64.EFI). iso-efi-initrd is not among
+# them: its systemd-boot would also need the kernel it loads signed.
+SIGNABLE = ("iso-efi", "raw-efi", "qcow2-efi")
+
+
 def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None = None,
           cache_dir: Path | None = None, use_cache: bool = True, pull: bool = False, offline: bool = False,
-          insecure: bool = False, sbom: bool = True) -> BuiltImage:
+          insecure: bool = False, sbom: bool = True, keys: KeySet | None = None) -> BuiltImage:
     """Build `formats` of `spec` into `outdir`; unchanged inputs are not rebuilt.
 
     Images are looked up as LinuxKit does: the local store first, then the registry (`pull` forces a
@@ -273,13 +279,19 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
     writes LinuxKit's sbom.spdx.json into the root (LinuxKit's default; its --no-sbom is sbom=False).
     A host failure while writing (disk full, read-only, permissions) is an InfraError naming the file;
     outputs only ever appear complete (written aside, then renamed), so none is left half-written.
+    `keys` signs the EFI binary of each format (Secure Boot; SIGNABLE formats only) with its db key:
+    other bytes than the unsigned build's, so give such a build its own `outdir`.
     """
     if not spec.name or spec.name in (".", "..") or any(c in spec.name for c in "/\0"):
         raise BuildError(f"output name {spec.name!r} is not a plain file name",
                          hint="give --name (or the spec file) a name without '/' such as 'myimage'")
+    unsignable = [f for f in formats if keys is not None and f not in SIGNABLE]
+    if unsignable:
+        raise BuildError(f"cannot sign format(s) {', '.join(unsignable)} for Secure Boot",
+                         hint="formats lkit signs: " + ", ".join(SIGNABLE))
     try:
         return _build(spec, formats, outdir, store=store, cache_dir=cache_dir, use_cache=use_cache, pull=pull,
-                      offline=offline, insecure=insecure, sbom=sbom)
+                      offline=offline, insecure=insecure, sbom=sbom, keys=keys)
     except OSError as exc:
         where = exc.filename or outdir
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -290,7 +302,7 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
 
 def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None,
            cache_dir: Path | None, use_cache: bool, pull: bool, offline: bool, insecure: bool,
-           sbom: bool) -> BuiltImage:
+           sbom: bool, keys: KeySet | None = None) -> BuiltImage:
     started = time.monotonic()
     store = store or Store.default()
     resolved: dict[str, Image] = {}
@@ -304,10 +316,12 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
     outdir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key, digests = build_key(spec, resolve, sbom=sbom)
-    result = BuiltImage(name=spec.name, outdir=outdir, key=key, images=digests)
+    # kernel and initrd are the same signed or not (cached under `key`); the outputs are not
+    out_key = key if keys is None else f"{key}+signed-{keys.identity}"
+    result = BuiltImage(name=spec.name, outdir=outdir, key=out_key, images=digests)
     stamp = _Stamp(outdir, spec.name)
     record = stamp.load() if use_cache else {}
-    previous = record.get("formats", {}) if record.get("key") == key else {}
+    previous = record.get("formats", {}) if record.get("key") == out_key else {}
     todo = []
     for fmt in formats:
         if get_format(fmt).needs_kernel and spec.kernel is None:  # unknown formats fail before any work too
@@ -332,6 +346,12 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
         maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir, sbom=sbom)
         if todo:
             files = maker.boot_files() if any(get_format(f).needs_kernel for f in todo) else maker.root_only()
+            if keys is not None:
+                from dataclasses import replace
+
+                from lkit.build.signing import sign_efi
+
+                files = replace(files, sign=lambda src, out: sign_efi(src, out, keys))
             for fmt in todo:
                 staging = workdir / f"out-{fmt.replace('+', '_')}"
                 staging.mkdir()
@@ -347,7 +367,7 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
                                  "mtime_ns": a.path.stat().st_mtime_ns} for a in arts]
                           for fmt, arts in result.artifacts.items()}}
         result.manifest = _write_manifest(maker, outdir, all_formats)
-        stamp.save({"key": key, "formats": all_formats, "images": digests,
+        stamp.save({"key": out_key, "formats": all_formats, "images": digests,
                     "manifest": {"size": result.manifest.stat().st_size, "formats": sorted(all_formats)}})
     result.seconds = time.monotonic() - started
     return result

@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--push", metavar="REGISTRY/REPO:TAG",
                    help="also push the outputs as an OCI artifact to REGISTRY/REPO/<name>:TAG "
                         "(what shards test with --lkit-prebuilt oci://REGISTRY/REPO:TAG)")
+    p.add_argument("--sign", action="store_true",
+                   help="sign the EFI binary (UKI) of iso-efi, raw-efi, qcow2-efi for Secure Boot with lkit's "
+                        "test keys (~/.cache/lkit/secureboot-test-keys; never for production)")
+    p.add_argument("--sign-keys", type=Path, metavar="DIR",
+                   help="sign with these keys instead: DIR/db.key and DIR/db.crt (and pk.crt, kek.crt for `lkit run`)")
     p.set_defaults(func=run)
 
 
@@ -49,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     formats = args.formats or spec.outputs or ["kernel+initrd"]
     store = Store(args.store) if args.store else Store.default()
+    keys = None
+    if args.sign or args.sign_keys:
+        from lkit.core.secureboot import generated_keys, keys_in
+
+        keys = keys_in(args.sign_keys) if args.sign_keys else generated_keys()
     result = build(spec, formats, args.dir, store=store, use_cache=not args.no_cache,
-                   pull=args.pull, offline=args.offline, insecure=args.plain_http, sbom=not args.no_sbom)
+                   pull=args.pull, offline=args.offline, insecure=args.plain_http, sbom=not args.no_sbom,
+                   keys=keys)
     for fmt in formats:
         state = "unchanged" if fmt in result.reused else "built"
         for art in result.artifacts[fmt]:

@@ -38,6 +38,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--cpus", type=int, help="virtual CPUs (default: 2 under KVM, 1 under TCG)")
     p.add_argument("--accel", choices=accel.CHOICES, default=accel.AUTO, help="accelerator (default auto)")
     p.add_argument("--workdir", type=Path, help="keep console.log and QEMU's log here (default: a temp dir)")
+    p.add_argument("--secure-boot", action="store_true",
+                   help="EFI formats: OVMF with Secure Boot on and lkit's test keys enrolled (an image built "
+                        "with `lkit build --sign` boots; an unsigned one is refused)")
+    p.add_argument("--sign-keys", type=Path, metavar="DIR", help="enrol DIR/pk.crt, kek.crt, db.crt instead")
+    p.add_argument("--tpm", action="store_true", help="give the VM a software TPM 2.0 (swtpm)")
     p.set_defaults(func=run_command)
 
 
@@ -86,8 +91,14 @@ def run_command(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-run-")))
         print(f"lkit: booting {fmt} ({', '.join(f.name for f in files)}); Ctrl-A X to quit", file=sys.stderr)
+        keys = None
+        if args.secure_boot or args.sign_keys:
+            from lkit.core.secureboot import generated_keys, keys_in
+
+            keys = keys_in(args.sign_keys) if args.sign_keys else generated_keys()
         machine = stack.enter_context(Machine(target, workdir=workdir, accel=args.accel, memory_mb=args.mem,
-                                              cpus=args.cpus, publish=publish))
+                                              cpus=args.cpus, publish=publish, secure_boot=keys is not None,
+                                              keys=keys, tpm=args.tpm))
         for guest, host in sorted(machine.forwards.items()):
             print(f"lkit: 127.0.0.1:{host} -> guest port {guest}", file=sys.stderr)
         stop = {"flag": False}

@@ -2,18 +2,27 @@
 
 Pick: x86_64, interface uefi, no secure boot (no `secure-boot`/`enrolled-keys`/`requires-smm`), a
 q35 machine, flash mapping. Each VM gets its own copy of the VARS template (the firmware writes to it).
+
+Secure Boot (`find_ovmf(secure_boot=True)`): the descriptor with `secure-boot` and `requires-smm` but
+*no* `enrolled-keys` (an empty variable store: Debian's OVMF_CODE_4M.secboot.fd + OVMF_VARS_4M.fd).
+`enrolled_vars` writes the suite's PK, KEK and db into a copy of that template with virt-firmware's
+virt-fw-vars and turns Secure Boot on; it is cached per key set, and each VM still gets its own copy.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lkit.core.secureboot import OWNER_GUID, KeySet
 from lkit.errors import InfraError
 
 DESCRIPTOR_DIRS = (Path("/etc/qemu/firmware"), Path("/usr/share/qemu/firmware"))
@@ -27,12 +36,14 @@ class Firmware:
     descriptor: Path
     code_format: str = "raw"
     vars_format: str = "raw"
+    secure_boot: bool = False          # SMM firmware that enforces signatures once keys are enrolled
 
-    def copy_vars(self, dest_dir: Path) -> Path:
-        """A private VARS file for one VM (never share the template: the firmware writes to it)."""
+    def copy_vars(self, dest_dir: Path, template: Path | None = None) -> Path:
+        """A private VARS file for one VM (never share the template: the firmware writes to it);
+        `template`: another variable store for this firmware (one with enrolled keys)."""
         dest = dest_dir / f"OVMF_VARS.{self.vars_format}"
         tmp = dest.with_suffix(".tmp")
-        shutil.copyfile(self.vars_template, tmp)
+        shutil.copyfile(template or self.vars_template, tmp)
         tmp.replace(dest)
         return dest
 
@@ -47,11 +58,16 @@ def _descriptors(dirs: Iterable[Path]) -> list[Path]:
     return [chosen[k] for k in sorted(chosen)]
 
 
-def choose(descriptor: dict[str, Any], machine: str = "pc-q35-7.2") -> bool:
-    """Whether one parsed descriptor fits: x86_64 UEFI, q35, flash, not secure boot."""
+def choose(descriptor: dict[str, Any], machine: str = "pc-q35-7.2", *, secure_boot: bool = False) -> bool:
+    """Whether one parsed descriptor fits: x86_64 UEFI, q35, flash, not secure boot (or, with
+    `secure_boot`, secure boot with SMM and an empty variable store: lkit enrols its own keys)."""
     if "uefi" not in descriptor.get("interface-types", []):
         return False
-    if set(descriptor.get("features", [])) & _UNWANTED:
+    features = set(descriptor.get("features", []))
+    if secure_boot:
+        if not {"secure-boot", "requires-smm"} <= features or features & {"enrolled-keys", "amd-sev-es", "intel-tdx"}:
+            return False
+    elif features & _UNWANTED:
         return False
     mapping = descriptor.get("mapping", {})
     if mapping.get("device") != "flash" or "nvram-template" not in mapping:
@@ -61,7 +77,8 @@ def choose(descriptor: dict[str, Any], machine: str = "pc-q35-7.2") -> bool:
                for t in descriptor.get("targets", []))
 
 
-def find_ovmf(dirs: Iterable[Path] = DESCRIPTOR_DIRS, machine: str = "pc-q35-7.2") -> Firmware:
+def find_ovmf(dirs: Iterable[Path] = DESCRIPTOR_DIRS, machine: str = "pc-q35-7.2", *,
+              secure_boot: bool = False) -> Firmware:
     """The first matching firmware whose files exist; InfraError says what to install otherwise."""
     dirs = list(dirs)
     seen: list[str] = []
@@ -70,16 +87,47 @@ def find_ovmf(dirs: Iterable[Path] = DESCRIPTOR_DIRS, machine: str = "pc-q35-7.2
             desc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not choose(desc, machine):
+        if not choose(desc, machine, secure_boot=secure_boot):
             continue
         mapping = desc["mapping"]
         code = Path(mapping["executable"]["filename"])
         nvram = Path(mapping["nvram-template"]["filename"])
         if code.is_file() and nvram.is_file():
             return Firmware(code, nvram, path, mapping["executable"].get("format", "raw"),
-                            mapping["nvram-template"].get("format", "raw"))
+                            mapping["nvram-template"].get("format", "raw"), secure_boot=secure_boot)
         seen.append(f"{path} names missing files")
+    kind = "with Secure Boot (SMM, no enrolled keys)" if secure_boot else "without secure boot"
     raise InfraError(
-        "no UEFI firmware for x86_64/q35 without secure boot found in QEMU's firmware descriptors ("
+        f"no UEFI firmware for x86_64/q35 {kind} found in QEMU's firmware descriptors ("
         + ", ".join(str(d) for d in dirs) + ")" + (": " + "; ".join(seen) if seen else ""),
         hint="install the Debian package `ovmf` (apt-get install ovmf)")
+
+
+def enrolled_vars(fw: Firmware, keys: KeySet, cache: Path) -> Path:
+    """A VARS template with `keys` enrolled (PK, KEK, db; Secure Boot on), made once per key set and
+    firmware in `cache` (virt-fw-vars is deterministic, so a rebuilt one is the same file)."""
+    if not fw.secure_boot:
+        raise InfraError(f"{fw.code} is not a Secure Boot firmware: keys cannot be enrolled in it")
+    for role in ("pk", "kek", "db"):
+        if not getattr(keys, role).is_file():
+            raise InfraError(f"Secure Boot {role} certificate {getattr(keys, role)} does not exist ({keys.origin})")
+    template = cache / f"OVMF_VARS.{fw.vars_template.stem}.{keys.identity}.enrolled.{fw.vars_format}"
+    if template.is_file():
+        return template
+    cache.mkdir(parents=True, exist_ok=True)
+    tool = shutil.which("virt-fw-vars") or str(Path(sys.executable).with_name("virt-fw-vars"))
+    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    argv = [tool, "--input", str(fw.vars_template), "--output", str(tmp),
+            "--set-pk", OWNER_GUID, str(keys.pk), "--add-kek", OWNER_GUID, str(keys.kek),
+            "--add-db", OWNER_GUID, str(keys.db), "--secure-boot"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except OSError as exc:
+        raise InfraError(f"cannot run virt-fw-vars: {exc}", hint="pip install virt-firmware") from None
+    if done.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise InfraError("virt-fw-vars could not enrol the Secure Boot keys: "
+                         + (done.stderr or done.stdout).strip()[-600:],
+                         hint=f"the certificates must be PEM or DER X.509 ({keys.origin})")
+    os.replace(tmp, template)
+    return template

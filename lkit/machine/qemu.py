@@ -60,6 +60,8 @@ class QemuConfig:
     forwards: tuple[PortForward, ...] = ()
     firmware_code: Path | None = None       # EFI: OVMF CODE (read-only) ...
     firmware_vars: Path | None = None       # ... and this VM's private VARS copy
+    secure_boot: bool = False               # SMM firmware (Secure Boot): smm=on, pflash writable only from SMM
+    tpm: tuple[str, ...] = ()               # a TPM's QEMU arguments (lkit.machine.tpm.SwTpm.argv)
     qemu: str = "qemu-system-x86_64"
     vga: bool = True                        # a display device, so screendump has something to dump
     user_net: bool = True                   # the user-mode NIC (net0, eth0): host port forwards
@@ -80,7 +82,7 @@ def build_argv(cfg: QemuConfig) -> list[str]:
     t = cfg.target
     argv = [cfg.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-S",
             "-name", f"lkit-{t.format}",
-            "-machine", f"{machine_type(t)},accel={cfg.accel}",
+            "-machine", f"{machine_type(t)},{'smm=on,' if cfg.secure_boot and t.efi else ''}accel={cfg.accel}",
             "-m", str(cfg.memory_mb), "-smp", str(cfg.cpus)]
     if cfg.accel == Accel.KVM:
         argv += ["-cpu", "host"]
@@ -90,6 +92,8 @@ def build_argv(cfg: QemuConfig) -> list[str]:
     if t.efi:
         if cfg.firmware_code is None or cfg.firmware_vars is None:
             raise ValueError("EFI target needs firmware_code and firmware_vars")
+        if cfg.secure_boot:     # only SMM code may write the variable store: the OS cannot forge keys
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(cfg.firmware_code)}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={_q(cfg.firmware_vars)}"]
     if t.kind == BootKind.DIRECT:
@@ -117,6 +121,7 @@ def build_argv(cfg: QemuConfig) -> list[str]:
         raise ValueError("port forwards need the user-mode NIC")
     if cfg.lan is not None:     # after net0: the guest names it eth1 (eth0 without the user-mode NIC)
         argv += cfg.lan.argv()
+    argv += list(cfg.tpm)
     argv += ["-device", "virtio-rng-pci", "-device", "pvpanic"]
     if cfg.vga:
         argv += ["-device", "VGA"]

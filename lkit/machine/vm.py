@@ -30,12 +30,14 @@ from lkit.machine import accel as accel_mod
 from lkit.machine.artifacts import BootTarget
 from lkit.machine.badness import Badness, BadnessPolicy, BadnessScanner
 from lkit.machine.channel import PROMPT, AgentChannel, ChannelMode, CommandResult, ConsoleChannel
-from lkit.machine.firmware import find_ovmf
+from lkit.core.secureboot import KeySet, default_keys_dir
+from lkit.machine.firmware import enrolled_vars, find_ovmf
 from lkit.machine.lan import LanPort
 from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
 from lkit.machine.timeline import MARKERS, Timeline, TimelineEntry
+from lkit.machine.tpm import SwTpm
 
 BOOT_TIMEOUT = 120.0          # base seconds for the guest to get its command channel up (x multiplier)
 _FORWARD_FAILED = re.compile(r"Could not set up host forwarding rule|could not set up host forwarding",
@@ -65,7 +67,8 @@ class Machine:
                  channel: str = ChannelMode.AUTO, badness_ignore: Sequence[str] = (),
                  fail_on_badness: str = BadnessPolicy.FATAL, publish: dict[int, int] | None = None,
                  exit_shutdown_timeout: float = 15, lan: LanPort | None = None, user_net: bool = True,
-                 name: str | None = None, address: str | None = None) -> None:
+                 name: str | None = None, address: str | None = None, secure_boot: bool = False,
+                 keys: KeySet | None = None, tpm: bool = False) -> None:
         if channel not in tuple(ChannelMode):
             raise ValueError("channel must be auto, agent or console")
         if fail_on_badness not in tuple(BadnessPolicy):
@@ -90,6 +93,14 @@ class Machine:
         self.name = name                   # the machine's name in a multi-machine suite
         self.address = address             # its declared address on the suite's network (informative)
         self.crashed = False
+        if secure_boot and keys is None:
+            raise ValueError("secure_boot needs the keys to enrol (lkit.core.secureboot.KeySet)")
+        self.secure_boot = secure_boot     # EFI targets: Secure Boot firmware with `keys` enrolled
+        self.keys = keys
+        self.tpm = tpm                     # a software TPM 2.0 (swtpm) for this VM, state in workdir/tpm
+        self._swtpm: SwTpm | None = None
+        self.boots: list[Timeline] = []    # the timelines of boots before the current one (reboot())
+        self._boot_start = 0               # console offset where the current boot began
 
         self.accel = accel_mod.Accel.TCG
         self.multiplier = 1.0
@@ -155,14 +166,27 @@ class Machine:
         sockets = Sockets.in_dir(sockdir)
         fw_code = fw_vars = None
         if self.target.efi:
-            fw = find_ovmf()
-            fw_code, fw_vars = fw.code, fw.copy_vars(self.workdir)
+            fw = find_ovmf(secure_boot=self.secure_boot)
+            template = None
+            if self.secure_boot:
+                assert self.keys is not None
+                template = enrolled_vars(fw, self.keys, default_keys_dir() / "enrolled-vars")
+            fw_code, fw_vars = fw.code, fw.copy_vars(self.workdir, template)
+        tpm_argv: tuple[str, ...] = ()
+        if self.tpm:
+            if self._swtpm is not None:     # a retried launch: the last one's swtpm goes first
+                self._swtpm.stop()
+            self._swtpm = SwTpm(self.workdir / "tpm", sockdir / "tpm")
+            self._stack.callback(self._swtpm.stop)
+            self._swtpm.start()
+            tpm_argv = tuple(self._swtpm.argv())
         self.forwards = {g: free_port() for g in self.guest_ports if g not in self.publish}
         self.forwards.update(self.publish)
         cfg = QemuConfig(self.target, sockets, accel=self.accel, memory_mb=self.memory_mb, cpus=self.cpus,
                          forwards=tuple(PortForward(h, g) for g, h in self.forwards.items()),
                          firmware_code=fw_code, firmware_vars=fw_vars, qemu=self.qemu,
-                         user_net=self.user_net, lan=self.lan)
+                         user_net=self.user_net, lan=self.lan, secure_boot=self.secure_boot and self.target.efi,
+                         tpm=tpm_argv)
         self.argv = build_argv(cfg)
         qlog = self._stack.enter_context(open(self._qemu_log, "wb"))
         try:
@@ -236,6 +260,8 @@ class Machine:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+        if self._swtpm is not None:     # it exits with QEMU's connection (--terminate); never rely on it
+            self._swtpm.stop()
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -295,6 +321,11 @@ class Machine:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def swtpm_pid(self) -> int | None:
+        """The pid of this VM's swtpm (None without a TPM)."""
+        return self._swtpm.pid if self._swtpm is not None else None
+
     def console_text(self) -> str:
         return self._console.text() if self._console else ""
 
@@ -328,7 +359,7 @@ class Machine:
             text = re.escape(MARKERS[kind])
         else:
             raise ValueError(f"unknown marker {name!r}")
-        self.wait_for_console_text(text + r"[^\n]*\n", timeout)   # the whole line: the timeline has it
+        self.wait_for_console_text(text + r"[^\n]*\n", timeout, start=self._boot_start)   # the whole line
         entry = self.timeline.get(name)
         if entry is None:
             raise MachineError(f"marker {name!r} seen on the console but not parsed into the timeline")
@@ -430,6 +461,48 @@ class Machine:
                 self.forwards[guest_port] = host
                 return host
         raise InfraError(f"could not forward a host port to guest port {guest_port}: {out}")
+
+    # -- reboot with state -----------------------------------------------------------------------------
+    def reboot(self, timeout: float = BOOT_TIMEOUT) -> Timeline:
+        """Boot the guest again in the same QEMU, keeping its state: the guest syncs its disks, then a
+        hardware reset (QMP system_reset). The disk (and its snapshot overlay), the EFI variables (this
+        VM's VARS copy) and the TPM (the same swtpm; the reset clears its PCRs as a real one does)
+        survive; RAM does not. Waits (bounded) for the shell and the command channel of the new boot,
+        and returns the new boot's timeline; the earlier ones are in `boots`."""
+        qmp, console, chan = self._require()
+        with contextlib.suppress(MachineError):   # a guest that cannot sync is rebooted all the same
+            self.run("sync", timeout=30)
+        with self._cmd_lock:
+            was_agent = isinstance(self._channel, AgentChannel)
+            chan_mark = len(chan.data())
+            self.boots.append(self.timeline)
+            self.timeline = Timeline()
+            self._boot_start = len(console.data())
+            self._channel = None
+            qmp.command("system_reset")
+            self._t0 = time.monotonic()
+        self.wait_for_marker("shell", timeout)
+        if was_agent:
+            agent = AgentChannel(chan, abort_check=self._abort_reason)
+            chan.wait_for(AgentChannel.READY, start=chan_mark, timeout=timeout * self.multiplier,
+                          abort_check=self._abort_reason, what="waiting for lkit-agent after the reboot")
+            self._channel = agent
+        return self.timeline
+
+    # -- TPM -----------------------------------------------------------------------------------------
+    def pcrs(self, bank: str = "sha256", indices: Sequence[int] = range(24)) -> dict[int, str]:
+        """PCR values as the guest's kernel reads them from its TPM (/sys/class/tpm/tpm0/pcr-BANK/N,
+        kernels 5.12+), lower-case hex; MachineError if the guest has no TPM or no such bank."""
+        if not re.fullmatch(r"sha(1|256|384|512)", bank):
+            raise ValueError(f"unknown PCR bank {bank!r}")
+        wanted = " ".join(str(int(i)) for i in indices)
+        out = self.succeed(f"cd /sys/class/tpm/tpm0/pcr-{bank} && for i in {wanted}; do echo $i $(cat $i); done")
+        values: dict[int, str] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                values[int(parts[0])] = parts[1].lower()
+        return values
 
     # -- faults (multi-machine suites) ---------------------------------------------------------------
     def block(self) -> None:

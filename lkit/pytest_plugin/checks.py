@@ -39,17 +39,17 @@ def _mb(n: float) -> str:
 # ---- build ------------------------------------------------------------------------------------
 def check_build(group: Group) -> None:
     built = group.built()
-    for art in built.artifacts[group.format]:
+    for art in built.artifacts[group.output_format]:
         group.figures[f"size.{art.path.name}"] = art.size
-    group.figures["size.total"] = built.total_size(group.format)
+    group.figures["size.total"] = built.total_size(group.output_format)
     settings = group.run.settings
     if group.suite.path in group.run.build_seconds and not settings.uses_prebuilt:
         group.figures["build.seconds"] = round(group.run.build_seconds[group.suite.path], 3)
     if settings.uses_prebuilt or not settings.determinism:
         return
     again = group.rebuilt()
-    first = {a.path.name: a.sha256 for a in built.artifacts[group.format]}
-    second = {a.path.name: a.sha256 for a in again.artifacts[group.format]}
+    first = {a.path.name: a.sha256 for a in built.artifacts[group.output_format]}
+    second = {a.path.name: a.sha256 for a in again.artifacts[group.output_format]}
     differ = sorted(n for n in first if first[n] != second.get(n))
     if differ:
         raise CheckFailed(f"not deterministic: a second build from scratch gave different bytes for {', '.join(differ)}")
@@ -311,6 +311,35 @@ def check_address(group: Group) -> None:
                           f"(it has: {listed or 'none but loopback'}); the spec must set it (lkit configures no guest)")
 
 
+def check_secureboot(group: Group) -> None:
+    """The efi-secureboot variant: the guest says it booted with Secure Boot on (the SecureBoot EFI
+    variable, else its kernel's boot log)."""
+    from lkit.machine import efi
+
+    state = efi.secure_boot_state(group.machine())
+    group.properties["secureboot"] = f"{state.enabled} ({state.source}: {state.detail})"
+    group.properties["secureboot.keys"] = group.run.keys(group.suite).origin
+    if state.enabled is not True:
+        found = "off" if state.enabled is False else "unknown"
+        raise CheckFailed(f"Secure Boot expected on, the guest reports it {found} ({state.source}: {state.detail})")
+
+
+def check_tpm(group: Group) -> None:
+    """`tpm: true`: the guest sees a TPM 2.0 (/dev/tpm0 or /dev/tpmrm0, version 2 in sysfs)."""
+    from lkit.machine import efi
+
+    vm = group.machine()
+    devices = efi.tpm_devices(vm)
+    version = efi.tpm_version(vm)
+    group.properties["tpm"] = f"{' '.join(devices) or 'none'} (version {version or '?'})"
+    swtpm = getattr(vm, "swtpm_pid", None)
+    if not devices:
+        raise CheckFailed("no TPM in the guest: neither /dev/tpm0 nor /dev/tpmrm0"
+                          + ("" if swtpm else " (and no swtpm runs for this VM)"))
+    if version != "2":
+        raise CheckFailed(f"the guest's TPM is version {version or 'unknown'}, expected 2 (swtpm --tpm2)")
+
+
 def check_shutdown(group: Group) -> None:
     vm = group.machine()
     result = group.shutdown()
@@ -336,6 +365,8 @@ CHECKS: dict[str, Callable[[Group], None]] = {
     "build": check_build,
     "size_budget": check_size_budget,
     "boots": check_boots,
+    "secureboot": check_secureboot,
+    "tpm": check_tpm,
     "boot_time": check_boot_time,
     "onboot": check_onboot,
     "services_running": check_services_running,
@@ -352,3 +383,16 @@ for _name, _check in CHECKS.items():
     MACHINE_CHECKS[_name] = _check
 # Checks that need no VM (they still run when a boot fails).
 BUILD_CHECKS = ("build", "size_budget")
+
+
+def checks_of(group: Group, machine: bool = False) -> list[str]:
+    """The built-in checks of a group: `secureboot` only for an efi-secureboot variant, `tpm` only
+    with `tpm: true`, `address` only for a machine that declares one."""
+    names = list(MACHINE_CHECKS if machine else CHECKS)
+    decl = getattr(group, "decl", None)
+    skip = {"secureboot"} if not group.secure_boot else set()
+    if not group.suite.expectations.tpm:
+        skip.add("tpm")
+    if getattr(decl, "address", None) is None:
+        skip.add("address")
+    return [n for n in names if n not in skip]

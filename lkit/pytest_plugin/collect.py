@@ -11,7 +11,7 @@ import pytest
 
 from lkit.errors import LkitError
 from lkit.report import allure
-from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, MACHINE_CHECKS, CheckFailed
+from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, MACHINE_CHECKS, CheckFailed, checks_of
 from lkit.pytest_plugin.state import RUN, Group, RunState, SuiteSpec
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class SpecFile(pytest.File):
             for name in suite.machines:
                 yield MachineNode.from_parent(self, name=name, suite=suite)
             return
+        run.notes += [note for note in suite.notes if note not in run.notes]
         for fmt in suite.formats:
             yield FormatNode.from_parent(self, name=fmt, suite=suite)
 
@@ -73,13 +74,21 @@ class FormatNode(pytest.Collector):
         self.machine = machine
 
     def collect(self):
-        checks: list[str] = list(CHECKS)
+        run: RunState = self.config.stash[RUN]
         if self.machine is not None:
-            has_address = self.suite.decls[self.machine].address is not None
-            checks = [c for c in MACHINE_CHECKS if c != "address" or has_address]
+            checks = checks_of(run.network(self.suite, self.name).machines[self.machine], machine=True)
+        else:
+            checks = checks_of(run.group(self.suite, self.name))
         for check in checks:
             yield CheckItem.from_parent(self, name=check, suite=self.suite, fmt=self.name, check=check,
                                         machine=self.machine)
+
+
+def variant_markers(variant: str) -> list[str]:
+    """`lkit_iso_efi` for every variant of iso-efi (-m lkit_iso_efi), plus `lkit_efi_secureboot` for
+    that firmware's variants (-m lkit_efi_secureboot)."""
+    fmt, sep, firmware = variant.partition("@")
+    return [marker_name("lkit_", fmt)] + ([marker_name("lkit_", firmware)] if sep else [])
 
 
 def xdist_group_name(suite: SuiteSpec, fmt: str) -> str:
@@ -94,7 +103,8 @@ class CheckItem(pytest.Item):
         super().__init__(**kwargs)
         self.suite, self.format, self.check, self.machine = suite, fmt, check, machine
         self.add_marker("lkit")
-        self.add_marker(marker_name("lkit_", fmt))
+        for marker in variant_markers(fmt):
+            self.add_marker(marker)
         self.add_marker(pytest.mark.xdist_group(xdist_group_name(suite, fmt)))
 
     @property

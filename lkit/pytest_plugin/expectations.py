@@ -19,6 +19,11 @@ sidecar. Every field is optional:
       - {port: 6379}                              # plain TCP connect
     services: [rngd, nginx]                       # default: the spec's services
     badness: {ignore: ["regex", ...]}             # console badness lines to tolerate
+    firmware: [efi, efi-secureboot]               # EFI formats boot once per firmware (default [efi]);
+                                                  # variants are named iso-efi, iso-efi@efi-secureboot
+    secureboot:                                   # the keys of efi-secureboot (default: lkit's test keys)
+      keys: {pk: keys/PK.crt, kek: keys/KEK.crt, db: keys/db.crt, db_key: keys/db.key}
+    tpm: true                                     # a software TPM 2.0 (swtpm) in every VM, `tpm` check
 
 A multi-machine suite (several VMs on a private network, booted and tested together) adds
 `machines:` and, optionally, `network:`; each of the suite's `formats` then boots every machine:
@@ -52,12 +57,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkit.build.outputs.base import FORMAT_NAMES
+from lkit.core.secureboot import KeySet
+from lkit.pytest_plugin import variants
 from lkit.spec.yamlmarks import YamlNode, describe, load_yaml
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-SPEC_KEYS = ("memory", "cpus", "boot", "budgets", "ports", "services", "badness")
-TOP_KEYS = ("formats", *SPEC_KEYS, "machines", "network")
+SPEC_KEYS = ("memory", "cpus", "boot", "budgets", "ports", "services", "badness", "tpm")
+TOP_KEYS = ("formats", *SPEC_KEYS, "machines", "network", "firmware", "secureboot")
+KEY_ROLES = ("pk", "kek", "db", "db_key")
 MACHINE_KEYS = ("spec", "format", "address", *SPEC_KEYS)
 MACHINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
@@ -84,12 +92,18 @@ class Expectations:
     badness_ignore: list[str] = field(default_factory=list)
     machines: dict[str, MachineDecl] = field(default_factory=dict)   # a multi-machine suite's machines
     network: NetworkDecl | None = None
+    firmware: list[str] | None = None             # None: the run's --lkit-firmware, else [efi]
+    secureboot_keys: KeySet | None = None         # None: lkit's generated test keys
+    tpm: bool = False
 
-    def boot_time_budget(self, fmt: str) -> float | None:
-        return self.boot_time.get(fmt, self.boot_time.get("default"))
+    def boot_time_budget(self, variant: str) -> float | None:
+        """A variant's budget (iso-efi@efi-secureboot), else its format's, else the default."""
+        fmt = variants.split(variant)[0]
+        return self.boot_time.get(variant, self.boot_time.get(fmt, self.boot_time.get("default")))
 
-    def size_budget(self, fmt: str) -> dict[str, int]:
-        return {**self.size.get("default", {}), **self.size.get(fmt, {})}
+    def size_budget(self, variant: str) -> dict[str, int]:
+        fmt = variants.split(variant)[0]
+        return {**self.size.get("default", {}), **self.size.get(fmt, {}), **self.size.get(variant, {})}
 
 
 @dataclass
@@ -150,8 +164,9 @@ def _per_format(node: YamlNode) -> dict[str, YamlNode]:
     """A mapping keyed by output format or `default`."""
     per = node.mapping()
     for name, child in per.items():
-        if name != "default" and name not in FORMAT_NAMES:
-            raise child.error("is not an output format", hint="formats: default, " + ", ".join(FORMAT_NAMES))
+        if name != "default" and not variants.is_variant(name):
+            raise child.error("is not an output format (or FORMAT@FIRMWARE of an EFI format)",
+                              hint="formats: default, " + ", ".join(FORMAT_NAMES) + "; firmware: " + ", ".join(variants.NAMES))
     return per
 
 
@@ -173,6 +188,24 @@ def load_expectations(path: Path, *, own_spec: Path | None = None) -> Expectatio
         for item in top["formats"].sequence():
             exp.formats.append(_format(item))
     _apply(exp, top)
+    if "firmware" in top:
+        exp.firmware = []
+        for item in top["firmware"].sequence():
+            name = item.as_str()
+            if name not in variants.NAMES:
+                raise item.error(f"unknown firmware {name!r}", hint="firmware: " + ", ".join(variants.NAMES))
+            if name in exp.firmware:
+                raise item.error(f"firmware {name!r} is listed twice")
+            exp.firmware.append(name)
+        if not exp.firmware:
+            raise top["firmware"].error("lists no firmware", hint="e.g. firmware: [efi, efi-secureboot]")
+    if "secureboot" in top:
+        exp.secureboot_keys = _secureboot(top["secureboot"], path.parent)
+    if "machines" in top:
+        for key in ("firmware", "secureboot"):
+            if key in top:
+                raise top[key].error("is not supported in a multi-machine suite (yet)",
+                                     hint="test firmware variants with a single-machine suite")
     if "network" in top and "machines" not in top:
         raise top["network"].error("needs `machines:`", hint="a network connects the machines of a multi-machine suite")
     if "machines" in top:
@@ -222,6 +255,31 @@ def _apply(exp: Expectations, top: dict[str, YamlNode]) -> None:
         bad = top["badness"].mapping(allowed=("ignore",))
         if "ignore" in bad:
             exp.badness_ignore = _regexes(bad["ignore"])
+    if "tpm" in top:
+        exp.tpm = top["tpm"].as_bool()
+
+
+def _secureboot(node: YamlNode, folder: Path) -> KeySet | None:
+    """`secureboot: {keys: {pk, kek, db, db_key}}`: the user's own key files (relative to NAME.test.yml)."""
+    fields = node.mapping(allowed=("keys",))
+    if "keys" not in fields:
+        return None
+    keys = fields["keys"].mapping(allowed=KEY_ROLES, required=KEY_ROLES)
+    paths: dict[str, Path] = {}
+    for role in KEY_ROLES:
+        text = keys[role].as_str()
+        path = (folder / text).resolve()
+        if not path.is_file():
+            raise keys[role].error(f"no such file {text!r} (looked in {folder})",
+                                   hint="PEM files: X.509 certificates for pk, kek and db, db's private key for db_key")
+        head = path.read_bytes()[:4096]
+        if role == "db_key" and b"PRIVATE KEY" not in head:
+            raise keys[role].error(f"{text!r} is not a PEM private key")
+        if role != "db_key" and b"BEGIN CERTIFICATE" not in head and not head.startswith(b"\x30\x82"):
+            raise keys[role].error(f"{text!r} is not an X.509 certificate (PEM or DER)")
+        paths[role] = path
+    return KeySet(pk=paths["pk"], kek=paths["kek"], db=paths["db"], db_key=paths["db_key"],
+                  origin=f"keys named in {fields['keys'].where}")
 
 
 def _network(node: YamlNode) -> NetworkDecl:

@@ -18,7 +18,8 @@ import pytest
 from lkit.build.builder import Artifact
 from lkit.pytest_plugin.state import RUN, Group, SuiteSpec
 
-LKIT_FIXTURES = ("lkit_format", "lkit_image", "lkit_vm", "machine", "host", "lkit_group", "machines", "hosts")
+LKIT_FIXTURES = ("lkit_format", "lkit_image", "lkit_vm", "machine", "host", "lkit_group", "machines", "hosts",
+                 "lkit_tpm")
 
 
 def _module_spec_path(module: Any, module_path: Path) -> Path | None:
@@ -93,13 +94,38 @@ def lkit_image(lkit_group: Group) -> LkitImage:
     if lkit_group.machines_of():
         raise pytest.UsageError(f"{lkit_group.suite.id} is a multi-machine suite: lkit_image has no single "
                                 "image (the machines' artifacts are in each machine's build)")
-    return LkitImage(lkit_group.format, lkit_group.artifacts())
+    return LkitImage(lkit_group.output_format, lkit_group.artifacts())
 
 
 @pytest.fixture(scope="module")
 def lkit_vm(lkit_group: Group) -> Any:
     """The booted VM (lkit.machine.vm.Machine): run, succeed, fail, wait_for_console_text, forward_port, qmp."""
     return lkit_group.machine()
+
+
+@dataclass(frozen=True)
+class GuestTpm:
+    """The guest's TPM as its kernel sees it, for assertions on measurements."""
+
+    vm: Any
+
+    def pcrs(self, bank: str = "sha256", indices: Any = range(24)) -> dict[int, str]:
+        """PCR index -> value (hex) from /sys/class/tpm/tpm0/pcr-BANK/N (lkit.machine.vm.Machine.pcrs)."""
+        return dict(self.vm.pcrs(bank, indices))
+
+    def event_log(self) -> bytes:
+        """The firmware's measurement log (TCG binary), from securityfs."""
+        from lkit.machine.efi import event_log
+
+        return event_log(self.vm)
+
+
+@pytest.fixture(scope="module")
+def lkit_tpm(lkit_vm: Any, lkit_group: Group) -> GuestTpm:
+    """The booted VM's TPM (the suite's NAME.test.yml must say `tpm: true`): `pcrs()`, `event_log()`."""
+    if not lkit_group.suite.expectations.tpm:
+        raise pytest.UsageError(f"{lkit_group.suite.id}: lkit_tpm needs `tpm: true` in its NAME.test.yml")
+    return GuestTpm(lkit_vm)
 
 
 class Machines(Mapping[str, Any]):

@@ -16,6 +16,8 @@ from lkit.pytest_plugin.shard import Shard
 _OPTIONS: list[tuple[str, str, str | None]] = [
     ("suites", "folders (relative to rootdir) whose *.yml specs are collected", "suites"),
     ("formats", "comma-separated output formats to test (default: each spec's own list)", None),
+    ("firmware", "comma-separated firmware variants of EFI formats: efi, efi-secureboot (default: each spec's "
+                 "`firmware:`, else efi); variants are named FORMAT@FIRMWARE, efi keeps the plain name", None),
     ("accel", "accelerator: auto (probe KVM, fall back to TCG), kvm or tcg", "auto"),
     ("timeout-multiplier", "multiply every guest timeout (default: by accelerator, TCG 1.0 of the budgets given)", None),
     ("store", "OCI image store (default: $LKIT_STORE or ~/.cache/lkit/store)", None),
@@ -103,6 +105,7 @@ class Settings:
     shard: Shard | None = None
     prebuilt_oci: str | None = None   # oci://... given to --lkit-prebuilt
     push: str | None = None           # oci://... given to --lkit-push
+    firmware: list[str] | None = None  # --lkit-firmware: every spec's firmware variants
 
     @property
     def uses_prebuilt(self) -> bool:
@@ -123,6 +126,15 @@ class Settings:
             unknown = [f for f in wanted if f not in FORMAT_NAMES]
             if unknown:
                 raise pytest.UsageError(f"--lkit-formats: unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMAT_NAMES)}")
+        firmware_text = _get(config, "firmware")
+        firmware = [f.strip() for f in firmware_text.split(",") if f.strip()] if firmware_text else None
+        if firmware is not None:
+            from lkit.pytest_plugin.variants import NAMES as FIRMWARES
+
+            unknown = [f for f in firmware if f not in FIRMWARES]
+            if unknown or not firmware:
+                raise pytest.UsageError(f"--lkit-firmware: unknown firmware {', '.join(unknown) or '(none given)'}; "
+                                        f"known: {', '.join(FIRMWARES)}")
         accel = _get(config, "accel") or AUTO
         if accel not in CHOICES:
             raise pytest.UsageError(f"--lkit-accel: {accel!r} is not one of auto, kvm, tcg")
@@ -165,4 +177,5 @@ class Settings:
             keep_vm=keep_vm,
             determinism=not bool(_get(config, "no-determinism")),
             shard=shard,
+            firmware=firmware,
         )

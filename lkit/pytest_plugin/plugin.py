@@ -15,8 +15,8 @@ import pytest
 from lkit.errors import InfraError
 from lkit.pytest_plugin import fixtures
 from lkit.pytest_plugin import shard as shard_mod
-from lkit.pytest_plugin.fixtures import hosts, lkit_group, lkit_image, lkit_vm, machine, machines  # noqa: F401  (fixtures)
-from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name, xdist_group_name
+from lkit.pytest_plugin.fixtures import hosts, lkit_group, lkit_image, lkit_tpm, lkit_vm, machine, machines  # noqa: F401  (fixtures)
+from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name, variant_markers, xdist_group_name
 from lkit.pytest_plugin.options import Settings, add_options
 from lkit.pytest_plugin.results import RESULTS, Results
 from lkit.pytest_plugin.state import RUN, Group, RunState
@@ -39,6 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for fmt in FORMAT_NAMES:
         config.addinivalue_line("markers", f"{marker_name('lkit_', fmt)}: lkit items of output format {fmt}")
+    from lkit.pytest_plugin.variants import NAMES as FIRMWARES
+
+    for firmware in FIRMWARES:
+        config.addinivalue_line("markers", f"{marker_name('lkit_', firmware)}: lkit items of firmware variant {firmware}")
     config.addinivalue_line("markers", "lkit_spec(name): the spec file a suite test module checks (default: test_NAME.py -> NAME.yml)")
     settings = Settings.from_config(config)
     workerinput = getattr(config, "workerinput", None)
@@ -92,7 +96,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         key = _group_key(item)
         if key is not None and not isinstance(item, CheckItem):
             item.add_marker(pytest.mark.xdist_group(xdist_group_name(run.suite(Path(key[0])), key[1])))
-            item.add_marker(marker_name("lkit_", key[1]))
+            for marker in variant_markers(key[1]):
+                item.add_marker(marker)
     if run.settings.shard is not None:
         _select_shard(run, config, items)
 
@@ -245,7 +250,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Say what this shard runs, before it runs (serial runs and xdist workers' collection alike)."""
     run: RunState | None = session.config.stash.get(RUN, None)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if run is None or run.settings.shard is None or reporter is None:
+    if run is None or reporter is None:
+        return
+    for line in run.notes:      # what collection left out and why (firmware variants of BIOS formats...)
+        reporter.write_line(line)
+    if run.settings.shard is None:
         return
     for line in shard_mod.plan_lines(run.settings.shard, run.shard_plan):
         reporter.write_line(line)

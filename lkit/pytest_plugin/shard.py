@@ -86,7 +86,7 @@ def measured_seconds(reference: Baseline | RunSummary | None) -> dict[str, float
 
 
 def estimate_seconds(fmt: str, image_bytes: int) -> float:
-    facts = FORMATS.get(fmt)
+    facts = FORMATS.get(fmt.partition("@")[0])    # a firmware variant (iso-efi@efi-secureboot) boots its format
     boot = facts.boot if facts else "direct"
     seconds = BOOT_SECONDS.get(boot, UNKNOWN_GROUP_SECONDS) + (EFI_SECONDS if facts and facts.efi else 0.0)
     return round(seconds + SECONDS_PER_MB * image_bytes / 1e6, 1)

@@ -21,7 +21,7 @@ from lkit.build.manifest import manifest_path
 from lkit.build.outputs.base import get_format
 from lkit.errors import LkitError, MachineError
 from lkit.images.store import Store
-from lkit.pytest_plugin import shared
+from lkit.pytest_plugin import shared, variants
 from lkit.pytest_plugin.expectations import Expectations, MachineDecl, load_expectations
 from lkit.pytest_plugin.options import Settings
 from lkit.pytest_plugin.timing import PhaseClock
@@ -45,6 +45,7 @@ class SuiteSpec:
     # a multi-machine suite: machine name -> that machine's spec, its expectations and the formats
     # built of it (every format any machine boots it in); `formats` above are the suite's variants
     machines: dict[str, SuiteSpec] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)   # what collection left out and why (one line each)
 
     @property
     def id(self) -> str:
@@ -65,7 +66,11 @@ def load_suite_spec(path: Path, settings: Settings) -> SuiteSpec:
     formats = expectations.formats or spec.outputs or ["kernel+initrd"]
     if settings.formats is not None:
         formats = [f for f in formats if f in settings.formats]
-    suite = SuiteSpec(path=path, spec=spec, expectations=expectations, formats=formats)
+    notes: list[str] = []
+    if not expectations.machines:   # firmware variants: an EFI format once per firmware (lkit.pytest_plugin.variants)
+        firmwares = settings.firmware or expectations.firmware or [variants.DEFAULT]
+        formats, notes = variants.expand(path.name, formats, firmwares)
+    suite = SuiteSpec(path=path, spec=spec, expectations=expectations, formats=formats, notes=notes)
     specs: dict[Path, Spec] = {path.resolve(): spec}
     built: dict[Path, list[str]] = {}
     for decl in expectations.machines.values():
@@ -103,6 +108,16 @@ class Group:
         return f"{self.suite.id}::{self.format}"
 
     @property
+    def output_format(self) -> str:
+        """The output format this group boots (`format` is its variant: iso-efi@efi-secureboot)."""
+        return variants.split(self.format)[0]
+
+    @property
+    def secure_boot(self) -> bool:
+        """The efi-secureboot variant: a signed build, booted by Secure Boot firmware with the keys enrolled."""
+        return variants.split(self.format)[1] == variants.Firmware.EFI_SECUREBOOT
+
+    @property
     def order_key(self) -> tuple[str, str]:
         """The items run together (and the VMs released together) share this key."""
         return (str(self.suite.path), self.format)
@@ -131,17 +146,27 @@ class Group:
         return {}
 
     def artifacts(self) -> list[Artifact]:
-        return self.built().artifacts[self.format]
+        return self.built().artifacts[self.output_format]
 
     def built(self) -> BuiltImage:
-        """The spec's build (once per session: only the first group of a spec pays for it)."""
+        """The spec's build (once per session: only the first group of a spec pays for it); the
+        signed build for a Secure Boot variant (once too)."""
         with self.clock.span("build"):
-            return self.run.built(self.suite)
+            return self.run.built(self.suite, signed=True) if self.secure_boot else self.run.built(self.suite)
 
     def rebuilt(self) -> BuiltImage:
-        """The determinism proof's second build from scratch (once per spec and session)."""
+        """The determinism proof's second build from scratch (once per spec, signed or not, and session)."""
         with self.clock.span("rebuild"):
-            return self.run.rebuilt(self.suite)
+            return self.run.rebuilt(self.suite, signed=True) if self.secure_boot else self.run.rebuilt(self.suite)
+
+    def _firmware_args(self) -> dict[str, Any]:
+        """Secure Boot (with the keys to enrol) and the TPM, for this group's Machine."""
+        args: dict[str, Any] = {}
+        if self.suite.expectations.tpm:
+            args["tpm"] = True
+        if self.secure_boot:
+            args.update(secure_boot=True, keys=self.run.keys(self.suite))
+        return args
 
     @property
     def vm(self) -> Machine | None:
@@ -210,7 +235,7 @@ class Group:
         from lkit.machine.vm import Machine
 
         exp = self.suite.expectations
-        target = boot_target(self.format, [a.path for a in self.artifacts()])
+        target = boot_target(self.output_format, [a.path for a in self.artifacts()])
         workdir = self.run.vm_dir(self.key)
         console = self.console_path()
         console.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +243,8 @@ class Group:
             vm = self._stack.enter_context(Machine(
                 target, workdir=workdir, accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
                 ports=[p.port for p in exp.ports], timeout_multiplier=self.run.settings.timeout_multiplier,
-                console_log=console, badness_ignore=exp.badness_ignore, **self._machine_args()))  # entering starts it
+                console_log=console, badness_ignore=exp.badness_ignore, **self._firmware_args(),
+                **self._machine_args()))  # entering starts it
             # Released at once when the group closes: a graceful power-off is the shutdown check's job.
             self._stack.callback(vm.stop, graceful=False)
         return vm
@@ -248,10 +274,10 @@ class Group:
             started = self.clock.clock()
             # what `qemu` and `boot` do not claim is this VM's set-up and quit: power-off
             with self.clock.span("poweroff"), Machine(
-                    boot_target(self.format, [a.path for a in self.artifacts()]), workdir=workdir,
+                    boot_target(self.output_format, [a.path for a in self.artifacts()]), workdir=workdir,
                     accel=self.run.settings.accel, memory_mb=exp.memory, cpus=self.cpus,
                     timeout_multiplier=self.run.settings.timeout_multiplier,
-                    badness_ignore=exp.badness_ignore, exit_shutdown_timeout=0) as vm:
+                    badness_ignore=exp.badness_ignore, exit_shutdown_timeout=0, **self._firmware_args()) as vm:
                 self.clock.record("qemu", started, vm.cont_time if vm.cont_time is not None else self.clock.clock())
                 try:
                     vm.wait_for_marker("services", timeout=exp.boot_timeout)
@@ -504,9 +530,11 @@ class RunState:
         self.run_dir = settings.report_dir / run_id
         self.suites: dict[Path, SuiteSpec] = {}
         self.groups: dict[str, Group] = {}
-        self._builds: dict[Path, BuiltImage | LkitError] = {}
+        self._builds: dict[tuple[Path, bool], BuiltImage | LkitError] = {}   # (spec, signed) ->
         self.build_seconds: dict[Path, float] = {}
-        self._rebuilds: dict[Path, BuiltImage] = {}
+        self._rebuilds: dict[tuple[Path, bool], BuiltImage] = {}
+        self._keys: dict[Path, Any] = {}
+        self.notes: list[str] = []           # collection's lines for the terminal (variants left out...)
         self._sidecars: dict[Path, set[Path]] = {}      # NAME.test.yml -> the machine specs it names
         self._vm_root: Path | None = None
         self._stack = ExitStack()
@@ -521,14 +549,29 @@ class RunState:
             self._revision = suite_revision(self.settings.suites)
         return self._revision
 
-    def formats_to_build(self, suite: SuiteSpec) -> list[str]:
-        """The spec's formats this process tests: a shard builds only its own."""
-        return self.shard_formats.get(suite.path) or suite.formats
+    def formats_to_build(self, suite: SuiteSpec, *, signed: bool = False) -> list[str]:
+        """The spec's formats this process tests (a shard builds only its own): the output formats of
+        its variants, those of Secure Boot variants for the signed build."""
+        out: list[str] = []
+        for variant in self.shard_formats.get(suite.path) or suite.formats:
+            fmt, firmware = variants.split(variant)
+            if (firmware == variants.Firmware.EFI_SECUREBOOT) == signed and fmt not in out:
+                out.append(fmt)
+        return out
 
     def built_if_any(self, suite: SuiteSpec) -> BuiltImage | None:
         """The spec's build if this process made (or picked up) one."""
-        cached = self._builds.get(suite.path)
+        cached = self._builds.get((suite.path, False))
         return cached if isinstance(cached, BuiltImage) else None
+
+    def keys(self, suite: SuiteSpec) -> Any:
+        """The Secure Boot keys of a suite: its own (NAME.test.yml `secureboot: keys:`), else lkit's
+        generated test keys (cached, see lkit.core.secureboot)."""
+        if suite.path not in self._keys:
+            from lkit.core.secureboot import generated_keys
+
+            self._keys[suite.path] = suite.expectations.secureboot_keys or generated_keys()
+        return self._keys[suite.path]
 
     @property
     def store(self) -> Store:
@@ -601,15 +644,27 @@ class RunState:
             if group.network_group is not keep.network_group and group.active:
                 group.close()
 
-    def built(self, suite: SuiteSpec) -> BuiltImage:
-        """Build every format of the suite's spec once per session (or pick up prebuilt artifacts)."""
-        cached = self._builds.get(suite.path)
+    def built(self, suite: SuiteSpec, *, signed: bool = False) -> BuiltImage:
+        """Build every format of the suite's spec once per session (or pick up prebuilt artifacts);
+        `signed`: the formats of its Secure Boot variants, signed with its keys, in <build dir>/NAME/secureboot."""
+        cached = self._builds.get((suite.path, signed))
         if isinstance(cached, LkitError):
             raise cached
         if cached is not None:
             return cached
         started = time.monotonic()
         try:
+            if signed:
+                if self.settings.uses_prebuilt:
+                    raise MachineError("the efi-secureboot variant needs lkit to build and sign the spec; "
+                                       "--lkit-prebuilt artifacts cannot be signed",
+                                       hint="drop --lkit-prebuilt, or test only firmware efi (--lkit-firmware efi)")
+                outdir = self.settings.build_dir / suite.spec.name / "secureboot"
+                with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
+                    result = build(suite.spec, self.formats_to_build(suite, signed=True), outdir, store=self.store,
+                                   keys=self.keys(suite))
+                self._builds[(suite.path, signed)] = result
+                return result
             if self.settings.prebuilt_oci is not None:
                 result = prebuilt_image(suite, self._fetch_prebuilt(suite), self.formats_to_build(suite))
             elif self.settings.prebuilt is not None:
@@ -620,10 +675,10 @@ class RunState:
                 with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
                     result = build(suite.spec, self.formats_to_build(suite), outdir, store=self.store)
         except LkitError as exc:
-            self._builds[suite.path] = exc
+            self._builds[(suite.path, signed)] = exc
             raise
         self.build_seconds[suite.path] = time.monotonic() - started
-        self._builds[suite.path] = result
+        self._builds[(suite.path, signed)] = result
         if self.settings.push and not self.settings.uses_prebuilt:
             self._push(result)
         return result
@@ -645,26 +700,28 @@ class RunState:
 
     def manifest(self, suite: SuiteSpec) -> Path | None:
         """The build manifest of the suite's spec, if it was built (or prebuilt with one)."""
-        built = self._builds.get(suite.path)
+        built = self._builds.get((suite.path, False))
         return built.manifest if isinstance(built, BuiltImage) else None
 
-    def rebuilt(self, suite: SuiteSpec) -> BuiltImage:
+    def rebuilt(self, suite: SuiteSpec, *, signed: bool = False) -> BuiltImage:
         """A second build of every format from scratch (no cache), once per spec and run (xdist workers
-        share it through the run folder): the determinism proof."""
-        cached = self._rebuilds.get(suite.path)
+        share it through the run folder): the determinism proof (of the signed build too)."""
+        cached = self._rebuilds.get((suite.path, signed))
         if cached is None:
             import tempfile
 
-            key = self.built(suite).key
-            saved = self.run_dir / ".shared" / f"{suite.spec.name}.rebuild.json"
+            key = self.built(suite, signed=signed).key
+            formats = self.formats_to_build(suite, signed=signed)
+            keys = self.keys(suite) if signed else None
+            saved = self.run_dir / ".shared" / f"{suite.spec.name}{'.signed' if signed else ''}.rebuild.json"
             with shared.exclusive(saved.with_suffix(".lock")):   # xdist workers: one rebuild per run
-                cached = shared.load_digests(saved, key, self.formats_to_build(suite))
+                cached = shared.load_digests(saved, key, formats)
                 if cached is None:
                     outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
-                    cached = build(suite.spec, self.formats_to_build(suite), outdir, store=self.store,
-                                   use_cache=False)
+                    signing = {"keys": keys} if keys is not None else {}
+                    cached = build(suite.spec, formats, outdir, store=self.store, use_cache=False, **signing)
                     shared.save_digests(saved, cached)
-            self._rebuilds[suite.path] = cached
+            self._rebuilds[(suite.path, signed)] = cached
         return cached
 
     def close(self) -> None:

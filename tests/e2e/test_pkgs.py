@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 PKGS = ROOT / "fixtures" / "pkgs"
-EXPECTED = {"binfmt", "ca-certificates", "containerd", "dhcpcd", "getty", "init", "kernel", "netutil", "nginx",
+EXPECTED = {"binfmt", "ca-certificates", "containerd", "dhcpcd", "efivarfs", "getty", "init", "kernel", "netutil", "nginx",
             "redis", "rngd", "runc", "sysctl"}
 BUILD_STARTED: list[float] = []
 VIRTIO_MODULES = ["virtio_ring", "virtio", "virtio_pci", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",

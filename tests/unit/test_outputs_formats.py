@@ -276,3 +276,30 @@ def test_squashfs_stage1_initrd_has_init_and_busybox(built: dict[str, dict[str, 
     assert b"switch_root /newroot" in raw and b"mount -t squashfs" in raw
     assert b"TRAILER!!!" in raw and len(raw) % 512 == 0
     assert int(raw[46:54], 16) == SOURCE_DATE_EPOCH    # first entry's mtime field
+
+
+@pytest.mark.parametrize("fmt", ["iso-efi", "raw-efi"])
+def test_signed_efi_formats_carry_a_verifiable_uki_and_rebuild_identically(
+        fmt: str, inputs: BootFiles, built: dict[str, dict[str, Path]], tmp_path: Path) -> None:
+    """BootFiles.sign (Secure Boot): the UKI inside is signed by the db key, the rest is the same
+    build, the signed bytes are the same twice; without it the format is untouched (see above)."""
+    import shutil
+
+    if shutil.which("sbsign") is None or shutil.which("openssl") is None:
+        pytest.skip("sbsigntool and openssl")
+    from lkit.build.signing import sign_efi, verify_efi
+    from lkit.core.secureboot import generated_keys
+
+    keys = generated_keys(tmp_path / "keys")
+    signed_inputs = dataclasses.replace(inputs, sign=lambda src, out: sign_efi(src, out, keys))
+    first = _build(signed_inputs, fmt, tmp_path / "one")
+    second = _build(signed_inputs, fmt, tmp_path / "two")
+    (name,) = first
+    assert first[name].read_bytes() == second[name].read_bytes()
+    assert first[name].read_bytes() != built[fmt][name].read_bytes()
+    if fmt == "iso-efi":
+        fat = _efi_fat_from_iso(first[name], tmp_path)
+        uki = tmp_path / "BOOTX64.EFI"
+        uki.write_bytes(_mtype(fat, "/EFI/BOOT/BOOTX64.EFI"))
+        assert verify_efi(uki, keys.db)
+        assert _uki.section_bytes(uki, ".linux") == _fake_kernel()

@@ -20,6 +20,8 @@ def uki_esp(files: BootFiles, work: Path, *, hidden_sectors: int = 0) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     uki = make_uki(kernel=files.kernel, initrd=files.initrd, cmdline=files.cmdline, name=files.name,
                    out=work / "BOOTX64.EFI", workdir=work / "uki")
+    if files.sign is not None:      # Secure Boot variant: the UKI is the one binary the firmware verifies
+        uki = files.sign(uki, work / "BOOTX64.signed.EFI")
     versions = work / "boot-versions.txt"
     versions.write_text(_bootcfg.versions_txt([STUB_PACKAGE]))
     return make_fat(work / "esp.img", [FatFile(BOOT_PATH, uki), FatFile("boot-versions.txt", versions)],

@@ -32,6 +32,8 @@ class BootFiles:
     rootfs_tar: Callable[[], Path]  # uncompressed tar of the root filesystem (one entry per path), on first call
     workdir: Path             # scratch directory, private to this build, removed afterwards
     linuxkit_tar: Callable[[], Path] | None = None  # the root as LinuxKit's tar output writes it (its bytes)
+    sign: Callable[[Path, Path], Path] | None = None  # Secure Boot: (EFI binary, out) -> signed copy; None:
+                                                      # unsigned, LinuxKit's bytes (the default)
 
 
 @dataclass(frozen=True)
