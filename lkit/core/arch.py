@@ -1,0 +1,95 @@
+"""The CPU architectures lkit builds and boots, and every fact that differs between them.
+
+One table, read by the image store (which platform of an index), `lkit pkg build` (which Debian
+architecture, which ELF machine, which library directories), the output writers (which EFI names,
+which formats exist), the machine layer (which QEMU, machine, CPU, firmware, console) and the plugin
+(which test ids, which report keys), so an architecture's facts cannot disagree between them.
+
+Names are LinuxKit's and OCI's (`amd64`, `arm64`), not the kernel's (`x86_64`, `aarch64`).
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+from dataclasses import dataclass
+
+from lkit.errors import SpecError
+
+BIOS_FORMATS = frozenset({"iso-bios", "raw-bios", "qcow2-bios"})
+_ALL_FORMATS = frozenset({"kernel+initrd", "tar", "tar-kernel-initrd", "iso-bios", "iso-efi", "iso-efi-initrd",
+                          "raw-bios", "raw-efi", "qcow2-bios", "qcow2-efi", "kernel+squashfs"})
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str                 # LinuxKit/OCI architecture: amd64, arm64
+    platform: str             # OCI platform an image index is resolved to
+    kernel_name: str          # `uname -m` in a guest of this architecture
+    debian: str               # Debian architecture of the packages fixture images are built from
+    gnu_triplet: str          # Debian's multiarch library directory name
+    elf_machine: int          # e_machine of this architecture's ELF binaries
+    qemu: str                 # the QEMU binary
+    qemu_package: str         # the Debian package that has it
+    qemu_machine: str         # -machine
+    tcg_cpu: str              # -cpu under TCG (KVM uses `host`)
+    console: str              # the first serial port's device in the guest (the console)
+    efi_name: str             # EFI removable-media suffix: BOOT{X64,AA64}.EFI, linux{x64,aa64}.efi.stub
+    firmware_package: str     # the Debian package with this architecture's UEFI firmware
+    formats: frozenset[str]   # the output formats lkit builds for it
+
+    @property
+    def efi_boot_file(self) -> str:
+        """The ESP path UEFI firmware boots from removable media."""
+        return f"EFI/BOOT/BOOT{self.efi_name.upper()}.EFI"
+
+    def refuse_format(self, fmt: str) -> str | None:
+        """Why `fmt` cannot be built for this architecture, or None when it can."""
+        if fmt in self.formats:
+            return None
+        if fmt in BIOS_FORMATS:
+            return f"{fmt} boots through a PC BIOS, which {self.name} machines do not have"
+        return f"lkit does not build {fmt} for {self.name}"
+
+
+AMD64 = Arch(
+    name="amd64", platform="linux/amd64", kernel_name="x86_64", debian="amd64",
+    gnu_triplet="x86_64-linux-gnu", elf_machine=62,
+    qemu="qemu-system-x86_64", qemu_package="qemu-system-x86", qemu_machine="q35", tcg_cpu="max",
+    console="ttyS0", efi_name="x64", firmware_package="ovmf", formats=_ALL_FORMATS)
+
+ARM64 = Arch(
+    name="arm64", platform="linux/arm64/v8", kernel_name="aarch64", debian="arm64",
+    gnu_triplet="aarch64-linux-gnu", elf_machine=183,
+    qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", qemu_machine="virt",
+    tcg_cpu="cortex-a57",  # `max` adds pointer authentication, which TCG emulates slowly
+    console="ttyAMA0", efi_name="aa64", firmware_package="qemu-efi-aarch64",
+    formats=_ALL_FORMATS - BIOS_FORMATS)
+
+ARCHES: dict[str, Arch] = {a.name: a for a in (AMD64, ARM64)}
+NAMES: tuple[str, ...] = tuple(ARCHES)
+DEFAULT = AMD64  # what a spec, an image reference or a test id without an architecture means
+
+
+def get(name: str, *, where: str | None = None) -> Arch:
+    """The architecture called `name`; a clear error for the kernel's names or a typo."""
+    if name in ARCHES:
+        return ARCHES[name]
+    by_kernel = {a.kernel_name: a.name for a in ARCHES.values()}
+    hint = (f"lkit uses LinuxKit's names: {by_kernel[name]!r}, not the kernel's {name!r}" if name in by_kernel
+            else f"one of: {', '.join(NAMES)}")
+    raise SpecError(f"unknown architecture {name!r}", where=where, hint=hint)
+
+
+def host() -> Arch:
+    """This machine's architecture (KVM can only run guests of it)."""
+    machine = _platform.machine()
+    for arch in ARCHES.values():
+        if arch.kernel_name == machine:
+            return arch
+    return DEFAULT
+
+
+def of_platform(platform: str) -> Arch | None:
+    """The architecture of an OCI platform string (linux/arm64, linux/arm64/v8, linux/amd64)."""
+    parts = platform.split("/")
+    return ARCHES.get(parts[1]) if len(parts) >= 2 else None
