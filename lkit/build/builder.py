@@ -26,7 +26,9 @@ from lkit.core.secureboot import KeySet
 import lkit
 from lkit.build import gotar, manifest as build_manifest
 from lkit.build.tree_archive import write_initrd, write_tar
-from lkit.build.outputs.base import BootFiles, get_format
+from lkit.build.outputs.base import FORMAT_NAMES, BootFiles, get_format
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.build.rootfs import RootfsAssembler, Assembly, allowed_source
 
 from lkit.errors import BuildError, ImageError, InfraError, LkitError
@@ -100,7 +102,8 @@ def _where_of(spec: Spec, ref: str) -> str | None:
     return None
 
 
-def build_key(spec: Spec, resolve: Callable[[str], Image], *, sbom: bool = True) -> tuple[str, dict[str, str]]:
+def build_key(spec: Spec, resolve: Callable[[str], Image], *, sbom: bool = True,
+              arch: Arch = arch_table.DEFAULT) -> tuple[str, dict[str, str]]:
     """Hash of everything the outputs depend on; also returns the resolved image digests."""
     digests = {}
     for ref in spec.images():
@@ -117,6 +120,8 @@ def build_key(spec: Spec, resolve: Callable[[str], Image], *, sbom: bool = True)
             sources[entry.path] = sha256_file(path) if path else None
     material = {"lkit": lkit.__version__, "code": _code_digest(), "spec": spec.to_dict(), "images": digests,
                 "sources": sources, "sbom": sbom}
+    if arch != arch_table.DEFAULT:  # amd64 keys (and so amd64 caches) stay what they were before arm64
+        material["arch"] = arch.name
     blob = json.dumps(material, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest(), digests
 
@@ -161,8 +166,9 @@ class _BootFilesMaker:
     """Assembles the root once per key, on demand, and keeps kernel + initrd in the build cache."""
 
     def __init__(self, spec: Spec, store: Store, resolve: Callable[[str], Image], key: str, cache_dir: Path,
-                 workdir: Path, *, sbom: bool = True) -> None:
+                 workdir: Path, *, sbom: bool = True, arch: Arch = arch_table.DEFAULT) -> None:
         self.spec, self.store, self.resolve, self.key, self.workdir = spec, store, resolve, key, workdir
+        self.arch = arch
         self.cached = cache_dir / key
         self.sbom = sbom
         self._assembly: Assembly | None = None
@@ -189,14 +195,16 @@ class _BootFilesMaker:
         """For formats that need no kernel (tar): no kernel or initrd is made."""
         missing = self.workdir / "no-kernel"
         return BootFiles(name=self.spec.name, kernel=missing, initrd=missing, cmdline="",
-                         rootfs_tar=self.rootfs_tar, linuxkit_tar=self.linuxkit_tar, workdir=self.workdir)
+                         rootfs_tar=self.rootfs_tar, linuxkit_tar=self.linuxkit_tar, workdir=self.workdir,
+                         arch=self.arch)
 
     def boot_files(self) -> BootFiles:
         kernel, initrd, cmdline = self.cached / "kernel", self.cached / "initrd.img", self.cached / "cmdline"
         if not (kernel.exists() and initrd.exists() and cmdline.exists()):
             self._write_boot_files()
         return BootFiles(name=self.spec.name, kernel=kernel, initrd=initrd, cmdline=cmdline.read_text(),
-                         rootfs_tar=self.rootfs_tar, linuxkit_tar=self.linuxkit_tar, workdir=self.workdir)
+                         rootfs_tar=self.rootfs_tar, linuxkit_tar=self.linuxkit_tar, workdir=self.workdir,
+                         arch=self.arch)
 
     def _write_boot_files(self) -> None:
         assembly = self.assembly()
@@ -271,7 +279,8 @@ SIGNABLE = ("iso-efi", "raw-efi", "qcow2-efi")
 
 def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None = None,
           cache_dir: Path | None = None, use_cache: bool = True, pull: bool = False, offline: bool = False,
-          insecure: bool = False, sbom: bool = True, keys: KeySet | None = None) -> BuiltImage:
+          insecure: bool = False, sbom: bool = True, keys: KeySet | None = None,
+          arch: Arch = arch_table.DEFAULT) -> BuiltImage:
     """Build `formats` of `spec` into `outdir`; unchanged inputs are not rebuilt.
 
     Images are looked up as LinuxKit does: the local store first, then the registry (`pull` forces a
@@ -281,17 +290,25 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
     outputs only ever appear complete (written aside, then renamed), so none is left half-written.
     `keys` signs the EFI binary of each format (Secure Boot; SIGNABLE formats only) with its db key:
     other bytes than the unsigned build's, so give such a build its own `outdir`.
+    `arch` picks each image's platform (an index resolves to it; a single-platform image of another
+    architecture is refused by name) and the architecture the boot formats are written for.
     """
     if not spec.name or spec.name in (".", "..") or any(c in spec.name for c in "/\0"):
         raise BuildError(f"output name {spec.name!r} is not a plain file name",
                          hint="give --name (or the spec file) a name without '/' such as 'myimage'")
+    for fmt in formats:
+        why = arch.refuse_format(fmt)
+        if why is not None and fmt in FORMAT_NAMES:
+            raise BuildError(f"cannot build {fmt} for {arch.name}: {why}",
+                             where=str(spec.sources[0]) if spec.sources else None,
+                             hint=f"formats for {arch.name}: {', '.join(f for f in FORMAT_NAMES if f in arch.formats)}")
     unsignable = [f for f in formats if keys is not None and f not in SIGNABLE]
     if unsignable:
         raise BuildError(f"cannot sign format(s) {', '.join(unsignable)} for Secure Boot",
                          hint="formats lkit signs: " + ", ".join(SIGNABLE))
     try:
         return _build(spec, formats, outdir, store=store, cache_dir=cache_dir, use_cache=use_cache, pull=pull,
-                      offline=offline, insecure=insecure, sbom=sbom, keys=keys)
+                      offline=offline, insecure=insecure, sbom=sbom, keys=keys, arch=arch)
     except OSError as exc:
         where = exc.filename or outdir
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -302,20 +319,21 @@ def build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | No
 
 def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | None,
            cache_dir: Path | None, use_cache: bool, pull: bool, offline: bool, insecure: bool,
-           sbom: bool, keys: KeySet | None = None) -> BuiltImage:
+           sbom: bool, keys: KeySet | None = None, arch: Arch = arch_table.DEFAULT) -> BuiltImage:
     started = time.monotonic()
     store = store or Store.default()
     resolved: dict[str, Image] = {}
 
     def resolve(ref: str) -> Image:
         if ref not in resolved:
-            resolved[ref] = registry.ensure(store, ref, pull_policy=pull, offline=offline, insecure=insecure)
+            resolved[ref] = registry.ensure(store, ref, platform=arch.platform, pull_policy=pull,
+                                             offline=offline, insecure=insecure)
         return resolved[ref]
 
     cache_dir = cache_dir or default_cache_dir()
     outdir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key, digests = build_key(spec, resolve, sbom=sbom)
+    key, digests = build_key(spec, resolve, sbom=sbom, arch=arch)
     # kernel and initrd are the same signed or not (cached under `key`); the outputs are not
     out_key = key if keys is None else f"{key}+signed-{keys.identity}"
     result = BuiltImage(name=spec.name, outdir=outdir, key=out_key, images=digests)
@@ -343,7 +361,7 @@ def _build(spec: Spec, formats: Sequence[str], outdir: Path, *, store: Store | N
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-build.", dir=outdir)))
         if not use_cache:
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-cache.", dir=outdir)))
-        maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir, sbom=sbom)
+        maker = _BootFilesMaker(spec, store, resolve, key, cache_dir, workdir, sbom=sbom, arch=arch)
         if todo:
             files = maker.boot_files() if any(get_format(f).needs_kernel for f in todo) else maker.root_only()
             if keys is not None:

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dir", "-d", type=Path, default=Path("."), help="directory for the outputs (default: .)")
     p.add_argument("--name", help="base name of the outputs (default: the first spec's file name)")
     p.add_argument("--store", type=Path, help="image store (default: $LKIT_STORE or ~/.cache/lkit/store)")
+    p.add_argument("--arch", default="amd64", metavar="ARCH",
+                   help="architecture to build for: amd64 (default) or arm64; images resolve to its platform")
     p.add_argument("--dry-run", action="store_true", help="validate and print the merged spec; build nothing")
     p.add_argument("--no-cache", action="store_true", help="rebuild even if nothing changed")
     p.add_argument("--pull", action="store_true", help="pull every image from its registry even if it is in the store")
@@ -51,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         yaml.safe_dump(spec.to_dict(), sys.stdout, sort_keys=False, default_flow_style=False)
         return 0
     from lkit.build.builder import build
+    from lkit.core import arch as arch_table
 
+    arch = arch_table.get(args.arch, where="--arch")
     formats = args.formats or spec.outputs or ["kernel+initrd"]
     store = Store(args.store) if args.store else Store.default()
     keys = None
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         keys = keys_in(args.sign_keys) if args.sign_keys else generated_keys()
     result = build(spec, formats, args.dir, store=store, use_cache=not args.no_cache,
                    pull=args.pull, offline=args.offline, insecure=args.plain_http, sbom=not args.no_sbom,
-                   keys=keys)
+                   keys=keys, arch=arch)
     for fmt in formats:
         state = "unchanged" if fmt in result.reused else "built"
         for art in result.artifacts[fmt]:

@@ -13,7 +13,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from lkit.core import buildtime, formats
+from lkit.core import arch as arch_table, buildtime, formats
+from lkit.core.arch import Arch
 from lkit.core.formats import FormatFacts
 
 # Fixed timestamp of every built file (LinuxKit's: 2017-04-18 16:30 UTC), as SOURCE_DATE_EPOCH.
@@ -34,6 +35,7 @@ class BootFiles:
     linuxkit_tar: Callable[[], Path] | None = None  # the root as LinuxKit's tar output writes it (its bytes)
     sign: Callable[[Path, Path], Path] | None = None  # Secure Boot: (EFI binary, out) -> signed copy; None:
                                                       # unsigned, LinuxKit's bytes (the default)
+    arch: Arch = arch_table.DEFAULT  # the architecture the kernel and root are for (EFI file names, stubs)
 
 
 @dataclass(frozen=True)
