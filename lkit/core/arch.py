@@ -36,6 +36,8 @@ class Arch:
     efi_name: str             # EFI removable-media suffix: BOOT{X64,AA64}.EFI, linux{x64,aa64}.efi.stub
     firmware_package: str     # the Debian package with this architecture's UEFI firmware
     formats: frozenset[str]   # the output formats lkit builds for it
+    tcg_boot_factor: float    # its guests' boot time under TCG on an amd64 host over an amd64 guest's
+                              # (bench/boot.py; shards weigh groups with no baseline by it)
 
     @property
     def efi_boot_file(self) -> str:
@@ -55,7 +57,7 @@ AMD64 = Arch(
     name="amd64", platform="linux/amd64", kernel_name="x86_64", debian="amd64",
     gnu_triplet="x86_64-linux-gnu", elf_machine=62,
     qemu="qemu-system-x86_64", qemu_package="qemu-system-x86", qemu_machine="q35", tcg_cpu="max",
-    console="ttyS0", efi_name="x64", firmware_package="ovmf", formats=_ALL_FORMATS)
+    console="ttyS0", efi_name="x64", firmware_package="ovmf", formats=_ALL_FORMATS, tcg_boot_factor=1.0)
 
 ARM64 = Arch(
     name="arm64", platform="linux/arm64/v8", kernel_name="aarch64", debian="arm64",
@@ -63,7 +65,7 @@ ARM64 = Arch(
     qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", qemu_machine="virt",
     tcg_cpu="cortex-a57",  # `max` adds pointer authentication, which TCG emulates slowly
     console="ttyAMA0", efi_name="aa64", firmware_package="qemu-efi-aarch64",
-    formats=_ALL_FORMATS - BIOS_FORMATS)
+    formats=_ALL_FORMATS - BIOS_FORMATS, tcg_boot_factor=2.0)
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (AMD64, ARM64)}
 NAMES: tuple[str, ...] = tuple(ARCHES)

@@ -43,8 +43,9 @@ def check_build(group: Group) -> None:
         group.figures[f"size.{art.path.name}"] = art.size
     group.figures["size.total"] = built.total_size(group.output_format)
     settings = group.run.settings
-    if group.suite.path in group.run.build_seconds and not settings.uses_prebuilt:
-        group.figures["build.seconds"] = round(group.run.build_seconds[group.suite.path], 3)
+    build_slot = (group.suite.path, group.arch.name)
+    if build_slot in group.run.build_seconds and not settings.uses_prebuilt:
+        group.figures["build.seconds"] = round(group.run.build_seconds[build_slot], 3)
     if settings.uses_prebuilt or not settings.determinism:
         return
     again = group.rebuilt()

@@ -1,4 +1,5 @@
-"""Collection: a spec file in a suite folder becomes SPEC.yml::FORMAT::CHECK items."""
+"""Collection: a spec file in a suite folder becomes SPEC.yml::FORMAT::CHECK items (amd64), and
+SPEC.yml::ARCH::FORMAT::CHECK for another architecture (see lkit.pytest_plugin.variants)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from lkit.core import arch as arch_table
 from lkit.errors import LkitError
 from lkit.report import allure
 from lkit.pytest_plugin.checks import BUILD_CHECKS, CHECKS, MACHINE_CHECKS, CheckFailed, checks_of
+from lkit.pytest_plugin import variants
 from lkit.pytest_plugin.state import RUN, Group, RunState, SuiteSpec
 
 if TYPE_CHECKING:
@@ -33,16 +36,22 @@ def is_spec_file(path: Path, suites: list[Path]) -> bool:
 class SpecFile(pytest.File):
     """A LinuxKit spec in a suite folder."""
 
-    def collect(self) -> Iterator[FormatNode | MachineNode]:
+    def collect(self) -> Iterator[FormatNode | MachineNode | ArchNode]:
         run: RunState = self.config.stash[RUN]
         suite = run.suite(self.path)
+        run.notes += [note for note in suite.notes if note not in run.notes]
         if suite.machines:
             for name in suite.machines:
                 yield MachineNode.from_parent(self, name=name, suite=suite)
             return
-        run.notes += [note for note in suite.notes if note not in run.notes]
-        for fmt in suite.formats:
-            yield FormatNode.from_parent(self, name=fmt, suite=suite)
+        arches: list[str] = []
+        for variant in suite.formats:
+            arch = variants.arch_of(variant)
+            if arch == arch_table.DEFAULT:
+                yield FormatNode.from_parent(self, name=variant, suite=suite)
+            elif arch.name not in arches:
+                arches.append(arch.name)
+                yield ArchNode.from_parent(self, name=arch.name, suite=suite)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: TracebackStyle | None = None) -> str | TerminalRepr:
@@ -65,30 +74,48 @@ class MachineNode(pytest.Collector):
             yield FormatNode.from_parent(self, name=fmt, suite=self.suite, machine=self.name)
 
 
+class ArchNode(pytest.Collector):
+    """A spec's variants of one architecture other than amd64 (`::arm64::`)."""
+
+    def __init__(self, *, suite: SuiteSpec, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.suite = suite
+
+    def collect(self):
+        for variant in self.suite.formats:
+            if variants.arch_of(variant).name == self.name:
+                yield FormatNode.from_parent(self, name=variants.without_arch(variant), suite=self.suite,
+                                             variant=variant)
+
+
 class FormatNode(pytest.Collector):
     """All checks of one output format of a spec (or of one machine of a multi-machine suite)."""
 
-    def __init__(self, *, suite: SuiteSpec, machine: str | None = None, **kwargs) -> None:
+    def __init__(self, *, suite: SuiteSpec, machine: str | None = None, variant: str | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.suite = suite
         self.machine = machine
+        self.variant = variant or self.name   # with its architecture: arm64.iso-efi under ::arm64::iso-efi
 
     def collect(self):
         run: RunState = self.config.stash[RUN]
         if self.machine is not None:
-            checks = checks_of(run.network(self.suite, self.name).machines[self.machine], machine=True)
+            checks = checks_of(run.network(self.suite, self.variant).machines[self.machine], machine=True)
         else:
-            checks = checks_of(run.group(self.suite, self.name))
+            checks = checks_of(run.group(self.suite, self.variant))
         for check in checks:
-            yield CheckItem.from_parent(self, name=check, suite=self.suite, fmt=self.name, check=check,
+            yield CheckItem.from_parent(self, name=check, suite=self.suite, fmt=self.variant, check=check,
                                         machine=self.machine)
 
 
 def variant_markers(variant: str) -> list[str]:
     """`lkit_iso_efi` for every variant of iso-efi (-m lkit_iso_efi), plus `lkit_efi_secureboot` for
-    that firmware's variants (-m lkit_efi_secureboot)."""
-    fmt, sep, firmware = variant.partition("@")
-    return [marker_name("lkit_", fmt)] + ([marker_name("lkit_", firmware)] if sep else [])
+    that firmware's variants (-m lkit_efi_secureboot) and `lkit_arm64` for that architecture's."""
+    arch, rest = variants.split_arch(variant)
+    fmt, sep, firmware = rest.partition("@")
+    return ([marker_name("lkit_", fmt)] + ([marker_name("lkit_", firmware)] if sep else [])
+            + ([marker_name("lkit_", arch.name)] if arch != arch_table.DEFAULT else []))
 
 
 def xdist_group_name(suite: SuiteSpec, fmt: str) -> str:

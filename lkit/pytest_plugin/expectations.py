@@ -21,6 +21,9 @@ sidecar. Every field is optional:
     badness: {ignore: ["regex", ...]}             # console badness lines to tolerate
     firmware: [efi, efi-secureboot]               # EFI formats boot once per firmware (default [efi]);
                                                   # variants are named iso-efi, iso-efi@efi-secureboot
+    arch: [amd64, arm64]                          # every format once per architecture (default: the
+                                                  # host's); arm64 variants are named arm64.iso-efi and
+                                                  # budgets take `arm64` and `arm64.FORMAT` keys too
     secureboot:                                   # the keys of efi-secureboot (default: lkit's test keys)
       keys: {pk: keys/PK.crt, kek: keys/KEK.crt, db: keys/db.crt, db_key: keys/db.key}
     tpm: true                                     # a software TPM 2.0 (swtpm) in every VM, `tpm` check
@@ -64,7 +67,7 @@ from lkit.spec.yamlmarks import YamlNode, describe, load_yaml
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 SPEC_KEYS = ("memory", "cpus", "boot", "budgets", "ports", "services", "badness", "tpm")
-TOP_KEYS = ("formats", *SPEC_KEYS, "machines", "network", "firmware", "secureboot")
+TOP_KEYS = ("formats", *SPEC_KEYS, "machines", "network", "firmware", "secureboot", "arch")
 KEY_ROLES = ("pk", "kek", "db", "db_key")
 MACHINE_KEYS = ("spec", "format", "address", *SPEC_KEYS)
 MACHINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
@@ -93,17 +96,35 @@ class Expectations:
     machines: dict[str, MachineDecl] = field(default_factory=dict)   # a multi-machine suite's machines
     network: NetworkDecl | None = None
     firmware: list[str] | None = None             # None: the run's --lkit-firmware, else [efi]
+    arch: list[str] | None = None                 # None: the run's --lkit-arch, else the host's
     secureboot_keys: KeySet | None = None         # None: lkit's generated test keys
     tpm: bool = False
 
     def boot_time_budget(self, variant: str) -> float | None:
-        """A variant's budget (iso-efi@efi-secureboot), else its format's, else the default."""
-        fmt = variants.split(variant)[0]
-        return self.boot_time.get(variant, self.boot_time.get(fmt, self.boot_time.get("default")))
+        """The most specific budget: the variant's (arm64.iso-efi@efi-secureboot), its architecture's
+        format's (arm64.iso-efi), its architecture's (arm64), its format's (iso-efi), the default."""
+        for key in _budget_keys(variant):
+            if key in self.boot_time:
+                return self.boot_time[key]
+        return None
 
     def size_budget(self, variant: str) -> dict[str, int]:
-        fmt = variants.split(variant)[0]
-        return {**self.size.get("default", {}), **self.size.get(fmt, {}), **self.size.get(variant, {})}
+        """Every level's size limits merged, the most specific winning (levels as boot_time_budget)."""
+        merged: dict[str, int] = {}
+        for key in reversed(_budget_keys(variant)):
+            merged.update(self.size.get(key, {}))
+        return merged
+
+
+def _budget_keys(variant: str) -> list[str]:
+    """Budget keys that apply to `variant`, most specific first (duplicates dropped)."""
+    arch, rest = variants.split_arch(variant)
+    fmt = variants.split(variant)[0]
+    keys = [variant]
+    if arch != variants.arch_table.DEFAULT:
+        keys += [f"{arch.name}{variants.ARCH_SEPARATOR}{fmt}", arch.name]
+    keys += [rest, fmt, "default"]
+    return list(dict.fromkeys(keys))
 
 
 @dataclass
@@ -164,9 +185,11 @@ def _per_format(node: YamlNode) -> dict[str, YamlNode]:
     """A mapping keyed by output format or `default`."""
     per = node.mapping()
     for name, child in per.items():
-        if name != "default" and not variants.is_variant(name):
-            raise child.error("is not an output format (or FORMAT@FIRMWARE of an EFI format)",
-                              hint="formats: default, " + ", ".join(FORMAT_NAMES) + "; firmware: " + ", ".join(variants.NAMES))
+        if name != "default" and name not in variants.arch_table.NAMES and not variants.is_variant(name):
+            raise child.error("is not an output format (or FORMAT@FIRMWARE of an EFI format, or an architecture "
+                              "or ARCH.FORMAT)",
+                              hint="formats: default, " + ", ".join(FORMAT_NAMES) + "; firmware: " + ", ".join(variants.NAMES)
+                              + "; architectures: " + ", ".join(variants.arch_table.NAMES))
     return per
 
 
@@ -199,13 +222,25 @@ def load_expectations(path: Path, *, own_spec: Path | None = None) -> Expectatio
             exp.firmware.append(name)
         if not exp.firmware:
             raise top["firmware"].error("lists no firmware", hint="e.g. firmware: [efi, efi-secureboot]")
+    if "arch" in top:
+        exp.arch = []
+        for item in top["arch"].sequence():
+            name = item.as_str()
+            if name not in variants.arch_table.NAMES:
+                raise item.error(f"unknown architecture {name!r}",
+                                 hint="arch: " + ", ".join(variants.arch_table.NAMES) + " (LinuxKit's names)")
+            if name in exp.arch:
+                raise item.error(f"architecture {name!r} is listed twice")
+            exp.arch.append(name)
+        if not exp.arch:
+            raise top["arch"].error("lists no architecture", hint="e.g. arch: [amd64, arm64]")
     if "secureboot" in top:
         exp.secureboot_keys = _secureboot(top["secureboot"], path.parent)
     if "machines" in top:
-        for key in ("firmware", "secureboot"):
+        for key in ("firmware", "secureboot", "arch"):
             if key in top:
                 raise top[key].error("is not supported in a multi-machine suite (yet)",
-                                     hint="test firmware variants with a single-machine suite")
+                                     hint="test firmware and architecture variants with a single-machine suite")
     if "network" in top and "machines" not in top:
         raise top["network"].error("needs `machines:`", hint="a network connects the machines of a multi-machine suite")
     if "machines" in top:

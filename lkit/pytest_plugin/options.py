@@ -18,6 +18,8 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("formats", "comma-separated output formats to test (default: each spec's own list)", None),
     ("firmware", "comma-separated firmware variants of EFI formats: efi, efi-secureboot (default: each spec's "
                  "`firmware:`, else efi); variants are named FORMAT@FIRMWARE, efi keeps the plain name", None),
+    ("arch", "comma-separated architectures to test: amd64, arm64 (default: each spec's `arch:`, else the "
+             "host's); variants of other architectures than amd64 are named ARCH.FORMAT", None),
     ("accel", "accelerator: auto (probe KVM, fall back to TCG), kvm or tcg", "auto"),
     ("timeout-multiplier", "multiply every guest timeout (default: by accelerator, TCG 1.0 of the budgets given)", None),
     ("store", "OCI image store (default: $LKIT_STORE or ~/.cache/lkit/store)", None),
@@ -106,6 +108,7 @@ class Settings:
     prebuilt_oci: str | None = None   # oci://... given to --lkit-prebuilt
     push: str | None = None           # oci://... given to --lkit-push
     firmware: list[str] | None = None  # --lkit-firmware: every spec's firmware variants
+    arch: list[str] | None = None      # --lkit-arch: every spec's architectures
 
     @property
     def uses_prebuilt(self) -> bool:
@@ -135,6 +138,15 @@ class Settings:
             if unknown or not firmware:
                 raise pytest.UsageError(f"--lkit-firmware: unknown firmware {', '.join(unknown) or '(none given)'}; "
                                         f"known: {', '.join(FIRMWARES)}")
+        arch_text = _get(config, "arch")
+        arches = [a.strip() for a in arch_text.split(",") if a.strip()] if arch_text else None
+        if arches is not None:
+            from lkit.core.arch import NAMES as ARCHES
+
+            unknown = [a for a in arches if a not in ARCHES]
+            if unknown or not arches:
+                raise pytest.UsageError(f"--lkit-arch: unknown architecture {', '.join(unknown) or '(none given)'}; "
+                                        f"known: {', '.join(ARCHES)} (LinuxKit's names, not x86_64/aarch64)")
         accel = _get(config, "accel") or AUTO
         if accel not in CHOICES:
             raise pytest.UsageError(f"--lkit-accel: {accel!r} is not one of auto, kvm, tcg")
@@ -178,4 +190,5 @@ class Settings:
             determinism=not bool(_get(config, "no-determinism")),
             shard=shard,
             firmware=firmware,
+            arch=arches,
         )

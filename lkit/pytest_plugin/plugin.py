@@ -16,6 +16,7 @@ from lkit.errors import InfraError
 from lkit.pytest_plugin import fixtures
 from lkit.pytest_plugin import shard as shard_mod
 from lkit.pytest_plugin.fixtures import hosts, lkit_group, lkit_image, lkit_tpm, lkit_vm, machine, machines  # noqa: F401  (fixtures)
+from lkit.pytest_plugin.variants import arch_of
 from lkit.pytest_plugin.collect import CheckItem, SpecFile, is_spec_file, marker_name, variant_markers, xdist_group_name
 from lkit.pytest_plugin.options import Settings, add_options
 from lkit.pytest_plugin.results import RESULTS, Results
@@ -43,6 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for firmware in FIRMWARES:
         config.addinivalue_line("markers", f"{marker_name('lkit_', firmware)}: lkit items of firmware variant {firmware}")
+    from lkit.core.arch import DEFAULT as DEFAULT_ARCH, NAMES as ARCHES
+    for arch in ARCHES:
+        if arch != DEFAULT_ARCH.name:
+            config.addinivalue_line("markers", f"{marker_name('lkit_', arch)}: lkit items of architecture {arch}")
     config.addinivalue_line("markers", "lkit_spec(name): the spec file a suite test module checks (default: test_NAME.py -> NAME.yml)")
     settings = Settings.from_config(config)
     workerinput = getattr(config, "workerinput", None)
@@ -122,7 +127,7 @@ def _select_shard(run: RunState, config: pytest.Config, items: list[pytest.Item]
             continue
         key = _group_key(item)
         refs = run.suite(Path(key[0])).spec.images() if key else []
-        size = shard_mod.image_bytes(refs, run.store) if key else 0
+        size = shard_mod.image_bytes(refs, run.store, arch_of(key[1]).platform) if key else 0
         seconds = shard_mod.estimate_seconds(key[1], size) if key else 1.0
         weights[name] = shard_mod.Weighed(name, seconds, "estimate")
     # ordinary tests outside any spec run once, in shard 1, whatever they weigh

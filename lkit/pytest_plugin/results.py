@@ -16,6 +16,7 @@ import pytest
 from lkit.errors import EXIT_INFRA
 from lkit.pytest_plugin.state import Group, RunState
 from lkit.report.atomic import write_text
+from lkit.core import arch as arch_table
 from lkit.report.manifests import keep_in_run
 from lkit.report.model import CheckResult, FormatRun, Outcome, RunSummary, Timing
 from lkit.report.overhead import terminal_lines
@@ -91,13 +92,14 @@ class Results:
             figures = dict(group.figures) if group else {}
             properties = dict(group.properties) if group else {}
             properties.setdefault("lkit", __import__("lkit").__version__)
-            manifest = self.run.manifest(group.suite) if group else None
+            manifest = self.run.manifest(group.suite, group.arch) if group else None
             if manifest is not None:   # what the image holds: `lkit diff` and the gate explain with it
-                properties.update(keep_in_run(manifest, self.run.run_dir, group.suite.spec.name))
+                properties.update(keep_in_run(manifest, self.run.run_dir, group.suite.spec.name
+                                              + ("" if group.arch == arch_table.DEFAULT else f".{group.arch.name}")))
             samples = {k: list(v) for k, v in group.samples.items()} if group else {}
-            built = self.run.built_if_any(group.suite) if group else None
+            built = self.run.built_if_any(group.suite, group.arch, signed=group.secure_boot) if group else None
             # The bytes the group booted: a machine pinned to one format boots it in every variant.
-            booted = group.format if group else key[1]
+            booted = group.output_format if group else key[1]
             artifacts = {a.path.name: a.sha256 for a in built.artifacts.get(booted, [])} if built else {}
             runs.append(FormatRun(spec=spec_id, format=key[1], figures=figures, samples=samples,
                                   properties=properties, checks=checks, timing=self._timing(group),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from lkit.core.arch import ARCHES
 from lkit.core.formats import FORMATS
 
 if TYPE_CHECKING:
@@ -86,14 +87,17 @@ def measured_seconds(reference: Baseline | RunSummary | None) -> dict[str, float
 
 
 def estimate_seconds(fmt: str, image_bytes: int) -> float:
-    facts = FORMATS.get(fmt.partition("@")[0])    # a firmware variant (iso-efi@efi-secureboot) boots its format
+    prefix, dot, rest = fmt.partition(".")   # another architecture's variant: arm64.iso-efi
+    arch = ARCHES.get(prefix) if dot else None
+    facts = FORMATS.get((rest if arch else fmt).partition("@")[0])   # a firmware variant boots its format
     boot = facts.boot if facts else "direct"
     seconds = BOOT_SECONDS.get(boot, UNKNOWN_GROUP_SECONDS) + (EFI_SECONDS if facts and facts.efi else 0.0)
+    seconds *= arch.tcg_boot_factor if arch else 1.0
     return round(seconds + SECONDS_PER_MB * image_bytes / 1e6, 1)
 
 
-def image_bytes(refs: list[str], store: Store | None) -> int:
-    """Compressed size of the spec's images that the local store holds (others count 0)."""
+def image_bytes(refs: list[str], store: Store | None, platform: str = "linux/amd64") -> int:
+    """Compressed size of the spec's images for `platform` that the local store holds (others count 0)."""
     if store is None:
         return 0
     from lkit.errors import LkitError
@@ -101,7 +105,7 @@ def image_bytes(refs: list[str], store: Store | None) -> int:
     total = 0
     for ref in refs:
         try:
-            image = store.resolve(ref, "linux/amd64")
+            image = store.resolve(ref, platform)
         except LkitError:
             continue
         total += sum(layer.size for layer in image.layers)

@@ -8,6 +8,7 @@ next group starts, or at the end of the session, whichever comes first; the Exit
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import pytest
 from lkit.build.builder import Artifact, BuiltImage, build
 from lkit.build.manifest import manifest_path
 from lkit.build.outputs.base import get_format
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.errors import LkitError, MachineError
 from lkit.images.store import Store
 from lkit.pytest_plugin import shared, variants
@@ -32,6 +35,24 @@ if TYPE_CHECKING:
     from lkit.machine.vm import Machine
     from lkit.pytest_plugin.shard import Weighed
 
+
+
+def suite_arches(name: str, settings: Settings, expectations: Expectations) -> tuple[list[Arch], list[str]]:
+    """The architectures a spec is tested on: --lkit-arch, else its `arch:`, else the host's. One its
+    `arch:` lists whose QEMU is not installed is left out, said in a note (a host without
+    qemu-system-arm still runs the rest); asked for on the command line, it boots and fails by name."""
+    if settings.arch:
+        return [arch_table.get(a) for a in settings.arch], []
+    if not expectations.arch:
+        return [arch_table.host()], []
+    chosen, notes = [], []
+    for arch in (arch_table.get(a) for a in expectations.arch):
+        if arch == arch_table.host() or shutil.which(arch.qemu):
+            chosen.append(arch)
+        else:
+            notes.append(f"lkit: {name}: {arch.name} left out: {arch.qemu} is not installed "
+                         f"(apt-get install {arch.qemu_package} {arch.firmware_package}, or run scripts/setup)")
+    return chosen, notes
 
 
 @dataclass
@@ -70,6 +91,11 @@ def load_suite_spec(path: Path, settings: Settings) -> SuiteSpec:
     if not expectations.machines:   # firmware variants: an EFI format once per firmware (lkit.pytest_plugin.variants)
         firmwares = settings.firmware or expectations.firmware or [variants.DEFAULT]
         formats, notes = variants.expand(path.name, formats, firmwares)
+        arches, left_out = suite_arches(path.name, settings, expectations)
+        formats, arch_notes = variants.expand_arches(path.name, formats, arches)
+        notes += left_out + arch_notes
+    elif settings.arch and settings.arch != [arch_table.DEFAULT.name]:
+        notes.append(f"lkit: {path.name}: a multi-machine suite boots amd64 only (yet); --lkit-arch ignored")
     suite = SuiteSpec(path=path, spec=spec, expectations=expectations, formats=formats, notes=notes)
     specs: dict[Path, Spec] = {path.resolve(): spec}
     built: dict[Path, list[str]] = {}
@@ -113,6 +139,11 @@ class Group:
         return variants.split(self.format)[0]
 
     @property
+    def arch(self) -> Arch:
+        """The architecture this group builds for and boots (`arm64.iso-efi` -> arm64)."""
+        return variants.arch_of(self.format)
+
+    @property
     def secure_boot(self) -> bool:
         """The efi-secureboot variant: a signed build, booted by Secure Boot firmware with the keys enrolled."""
         return variants.split(self.format)[1] == variants.Firmware.EFI_SECUREBOOT
@@ -149,19 +180,22 @@ class Group:
         return self.built().artifacts[self.output_format]
 
     def built(self) -> BuiltImage:
-        """The spec's build (once per session: only the first group of a spec pays for it); the
-        signed build for a Secure Boot variant (once too)."""
+        """The spec's build for this group's architecture (once per session: only the first group of a
+        spec and architecture pays for it); the signed build for a Secure Boot variant (once too)."""
         with self.clock.span("build"):
-            return self.run.built(self.suite, signed=True) if self.secure_boot else self.run.built(self.suite)
+            return self.run.built(self.suite, signed=self.secure_boot, arch=self.arch)
 
     def rebuilt(self) -> BuiltImage:
-        """The determinism proof's second build from scratch (once per spec, signed or not, and session)."""
+        """The determinism proof's second build from scratch (once per spec, architecture, signed or
+        not, and session)."""
         with self.clock.span("rebuild"):
-            return self.run.rebuilt(self.suite, signed=True) if self.secure_boot else self.run.rebuilt(self.suite)
+            return self.run.rebuilt(self.suite, signed=self.secure_boot, arch=self.arch)
 
     def _firmware_args(self) -> dict[str, Any]:
-        """Secure Boot (with the keys to enrol) and the TPM, for this group's Machine."""
+        """The architecture, Secure Boot (with the keys to enrol) and the TPM, for this group's Machine."""
         args: dict[str, Any] = {}
+        if self.arch != arch_table.DEFAULT:
+            args["arch"] = self.arch
         if self.suite.expectations.tpm:
             args["tpm"] = True
         if self.secure_boot:
@@ -530,9 +564,9 @@ class RunState:
         self.run_dir = settings.report_dir / run_id
         self.suites: dict[Path, SuiteSpec] = {}
         self.groups: dict[str, Group] = {}
-        self._builds: dict[tuple[Path, bool], BuiltImage | LkitError] = {}   # (spec, signed) ->
-        self.build_seconds: dict[Path, float] = {}
-        self._rebuilds: dict[tuple[Path, bool], BuiltImage] = {}
+        self._builds: dict[tuple[Path, bool, str], BuiltImage | LkitError] = {}   # (spec, signed) ->
+        self.build_seconds: dict[tuple[Path, str], float] = {}   # (spec, arch) -> seconds
+        self._rebuilds: dict[tuple[Path, bool, str], BuiltImage] = {}
         self._keys: dict[Path, Any] = {}
         self.notes: list[str] = []           # collection's lines for the terminal (variants left out...)
         self._sidecars: dict[Path, set[Path]] = {}      # NAME.test.yml -> the machine specs it names
@@ -549,19 +583,22 @@ class RunState:
             self._revision = suite_revision(self.settings.suites)
         return self._revision
 
-    def formats_to_build(self, suite: SuiteSpec, *, signed: bool = False) -> list[str]:
+    def formats_to_build(self, suite: SuiteSpec, *, signed: bool = False, arch: Arch = arch_table.DEFAULT) -> list[str]:
         """The spec's formats this process tests (a shard builds only its own): the output formats of
-        its variants, those of Secure Boot variants for the signed build."""
+        its variants of `arch`, those of Secure Boot variants for the signed build."""
         out: list[str] = []
         for variant in self.shard_formats.get(suite.path) or suite.formats:
             fmt, firmware = variants.split(variant)
+            if variants.arch_of(variant) != arch:
+                continue
             if (firmware == variants.Firmware.EFI_SECUREBOOT) == signed and fmt not in out:
                 out.append(fmt)
         return out
 
-    def built_if_any(self, suite: SuiteSpec) -> BuiltImage | None:
-        """The spec's build if this process made (or picked up) one."""
-        cached = self._builds.get((suite.path, False))
+    def built_if_any(self, suite: SuiteSpec, arch: Arch = arch_table.DEFAULT, *,
+                     signed: bool = False) -> BuiltImage | None:
+        """The spec's build for `arch` (signed or not) if this process made (or picked up) one."""
+        cached = self._builds.get((suite.path, signed, arch.name))
         return cached if isinstance(cached, BuiltImage) else None
 
     def keys(self, suite: SuiteSpec) -> Any:
@@ -644,10 +681,12 @@ class RunState:
             if group.network_group is not keep.network_group and group.active:
                 group.close()
 
-    def built(self, suite: SuiteSpec, *, signed: bool = False) -> BuiltImage:
-        """Build every format of the suite's spec once per session (or pick up prebuilt artifacts);
-        `signed`: the formats of its Secure Boot variants, signed with its keys, in <build dir>/NAME/secureboot."""
-        cached = self._builds.get((suite.path, signed))
+    def built(self, suite: SuiteSpec, *, signed: bool = False, arch: Arch = arch_table.DEFAULT) -> BuiltImage:
+        """Build every format of the suite's spec once per session and architecture (or pick up prebuilt
+        artifacts); `signed`: the formats of its Secure Boot variants, signed with its keys, in
+        <build dir>/NAME/secureboot; another architecture than amd64 in <build dir>/NAME/ARCH."""
+        slot = (suite.path, signed, arch.name)
+        cached = self._builds.get(slot)
         if isinstance(cached, LkitError):
             raise cached
         if cached is not None:
@@ -663,9 +702,17 @@ class RunState:
                 with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
                     result = build(suite.spec, self.formats_to_build(suite, signed=True), outdir, store=self.store,
                                    keys=self.keys(suite))
-                self._builds[(suite.path, signed)] = result
+                self._builds[slot] = result
                 return result
-            if self.settings.prebuilt_oci is not None:
+            if arch != arch_table.DEFAULT and self.settings.uses_prebuilt:
+                raise MachineError(f"--lkit-prebuilt artifacts are amd64's; {arch.name} variants need lkit to build "
+                                   "the spec", hint="drop --lkit-prebuilt, or test amd64 only (--lkit-arch amd64)")
+            if arch != arch_table.DEFAULT:
+                outdir = self.settings.build_dir / suite.spec.name / arch.name
+                with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
+                    result = build(suite.spec, self.formats_to_build(suite, arch=arch), outdir, store=self.store,
+                                   arch=arch)
+            elif self.settings.prebuilt_oci is not None:
                 result = prebuilt_image(suite, self._fetch_prebuilt(suite), self.formats_to_build(suite))
             elif self.settings.prebuilt is not None:
                 result = prebuilt_image(suite, self.settings.prebuilt, self.formats_to_build(suite))
@@ -675,10 +722,10 @@ class RunState:
                 with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
                     result = build(suite.spec, self.formats_to_build(suite), outdir, store=self.store)
         except LkitError as exc:
-            self._builds[(suite.path, signed)] = exc
+            self._builds[slot] = exc
             raise
-        self.build_seconds[suite.path] = time.monotonic() - started
-        self._builds[(suite.path, signed)] = result
+        self.build_seconds[(suite.path, arch.name)] = time.monotonic() - started
+        self._builds[slot] = result
         if self.settings.push and not self.settings.uses_prebuilt:
             self._push(result)
         return result
@@ -698,30 +745,33 @@ class RunState:
         location, plain = parse_location(str(self.settings.push))
         push_build(built, location, store=self.store, plain_http=plain)
 
-    def manifest(self, suite: SuiteSpec) -> Path | None:
-        """The build manifest of the suite's spec, if it was built (or prebuilt with one)."""
-        built = self._builds.get((suite.path, False))
+    def manifest(self, suite: SuiteSpec, arch: Arch = arch_table.DEFAULT) -> Path | None:
+        """The build manifest of the suite's spec for `arch`, if it was built (or prebuilt with one)."""
+        built = self._builds.get((suite.path, False, arch.name))
         return built.manifest if isinstance(built, BuiltImage) else None
 
-    def rebuilt(self, suite: SuiteSpec, *, signed: bool = False) -> BuiltImage:
-        """A second build of every format from scratch (no cache), once per spec and run (xdist workers
-        share it through the run folder): the determinism proof (of the signed build too)."""
-        cached = self._rebuilds.get((suite.path, signed))
+    def rebuilt(self, suite: SuiteSpec, *, signed: bool = False, arch: Arch = arch_table.DEFAULT) -> BuiltImage:
+        """A second build of every format from scratch (no cache), once per spec, architecture and run
+        (xdist workers share it through the run folder): the determinism proof (of the signed build too)."""
+        slot = (suite.path, signed, arch.name)
+        cached = self._rebuilds.get(slot)
         if cached is None:
             import tempfile
 
-            key = self.built(suite, signed=signed).key
-            formats = self.formats_to_build(suite, signed=signed)
+            key = self.built(suite, signed=signed, arch=arch).key
+            formats = self.formats_to_build(suite, signed=signed, arch=arch)
             keys = self.keys(suite) if signed else None
-            saved = self.run_dir / ".shared" / f"{suite.spec.name}{'.signed' if signed else ''}.rebuild.json"
+            tag = ("" if arch == arch_table.DEFAULT else f".{arch.name}") + (".signed" if signed else "")
+            saved = self.run_dir / ".shared" / f"{suite.spec.name}{tag}.rebuild.json"
             with shared.exclusive(saved.with_suffix(".lock")):   # xdist workers: one rebuild per run
                 cached = shared.load_digests(saved, key, formats)
                 if cached is None:
                     outdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="lkit-rebuild.")))
                     signing = {"keys": keys} if keys is not None else {}
-                    cached = build(suite.spec, formats, outdir, store=self.store, use_cache=False, **signing)
+                    cached = build(suite.spec, formats, outdir, store=self.store, use_cache=False, arch=arch,
+                                   **signing)
                     shared.save_digests(saved, cached)
-            self._rebuilds[(suite.path, signed)] = cached
+            self._rebuilds[slot] = cached
         return cached
 
     def close(self) -> None:

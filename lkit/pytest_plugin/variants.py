@@ -1,11 +1,19 @@
-"""Firmware variants: an EFI format boots once per firmware a suite asks for (`firmware:` in
-NAME.test.yml, `--lkit-firmware`).
+"""Variants: what one group of checks boots. A format boots once per architecture a suite asks for
+(`arch:` in NAME.test.yml, `--lkit-arch`), and an EFI format once per firmware (`firmware:`,
+`--lkit-firmware`).
 
-A variant is named by its format, plus `@FIRMWARE` unless the firmware is plain `efi` (so ids,
-report keys and baselines of suites that ask for nothing stay as they were):
+A variant is named by its format, prefixed `ARCH.` unless the architecture is amd64, plus
+`@FIRMWARE` unless the firmware is plain `efi` (so ids, report keys and baselines of suites that
+ask for nothing stay as they were, and a name without an architecture always means amd64, whatever
+the host):
 
-    iso-efi                   # OVMF without Secure Boot (the default, and every EFI format's only one before)
-    iso-efi@efi-secureboot    # OVMF with Secure Boot on, the suite's keys enrolled, the image signed
+    iso-efi                   # amd64, OVMF without Secure Boot (the default)
+    iso-efi@efi-secureboot    # amd64, OVMF with Secure Boot on, the suite's keys enrolled, the image signed
+    arm64.iso-efi             # arm64 (qemu-system-aarch64, AAVMF)
+
+The `.` keeps every variant a valid file name everywhere (console logs, JUnit files, CI artifact
+names refuse `:` and `/`). Collection shows the architecture as a node of its own:
+`suites/linuxkit.yml::arm64::iso-efi::boots`; the suite's own tests: `test_x[arm64.iso-efi]`.
 
 Test ids: `suites/linuxkit.yml::iso-efi@efi-secureboot::boots`, `test_x[iso-efi@efi-secureboot]`;
 report keys (JUnit file, summary.json, baseline): the format `iso-efi@efi-secureboot`. BIOS and
@@ -17,9 +25,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 from lkit.build.builder import SIGNABLE
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.core.formats import FORMATS
 
 SEPARATOR = "@"
+ARCH_SEPARATOR = "."
 
 
 class Firmware(StrEnum):
@@ -31,13 +42,31 @@ DEFAULT = Firmware.EFI
 NAMES: tuple[str, ...] = tuple(Firmware)
 
 
-def variant_id(fmt: str, firmware: str | None) -> str:
-    return fmt if firmware in (None, DEFAULT) else f"{fmt}{SEPARATOR}{firmware}"
+def variant_id(fmt: str, firmware: str | None, arch: Arch = arch_table.DEFAULT) -> str:
+    name = fmt if firmware in (None, DEFAULT) else f"{fmt}{SEPARATOR}{firmware}"
+    return name if arch == arch_table.DEFAULT else f"{arch.name}{ARCH_SEPARATOR}{name}"
+
+
+def split_arch(variant: str) -> tuple[Arch, str]:
+    """(architecture, the rest): `arm64.iso-efi` -> (ARM64, "iso-efi"); no prefix is amd64."""
+    prefix, sep, rest = variant.partition(ARCH_SEPARATOR)
+    if sep and prefix in arch_table.ARCHES:
+        return arch_table.ARCHES[prefix], rest
+    return arch_table.DEFAULT, variant
+
+
+def arch_of(variant: str) -> Arch:
+    return split_arch(variant)[0]
+
+
+def without_arch(variant: str) -> str:
+    """The variant's name within its architecture (the node name under `::arm64::`)."""
+    return split_arch(variant)[1]
 
 
 def split(variant: str) -> tuple[str, Firmware | None]:
     """(format, firmware): firmware None for a non-EFI format, `efi` for an EFI format's default."""
-    fmt, sep, firmware = variant.partition(SEPARATOR)
+    fmt, sep, firmware = without_arch(variant).partition(SEPARATOR)
     if sep:
         return fmt, Firmware(firmware)
     facts = FORMATS.get(fmt)
@@ -45,11 +74,40 @@ def split(variant: str) -> tuple[str, Firmware | None]:
 
 
 def is_variant(name: str) -> bool:
-    """Whether `name` is a format or a format@firmware this module can name."""
-    fmt, sep, firmware = name.partition(SEPARATOR)
-    if fmt not in FORMATS:
+    """Whether `name` is a format, a format@firmware or ARCH.either that this module can name."""
+    arch, rest = split_arch(name)
+    fmt, sep, firmware = rest.partition(SEPARATOR)
+    if fmt not in arch.formats:
         return False
     return not sep or (firmware in NAMES and FORMATS[fmt].efi)
+
+
+def expand_arches(name: str, variants: list[str], arches: list[Arch]) -> tuple[list[str], list[str]]:
+    """The `variants` (of the default architecture) for each of `arches` (architecture order first),
+    and the lines that say what was left out and why: formats an architecture has not (BIOS on
+    arm64), Secure Boot off amd64 (lkit enrols keys into OVMF's variable store only)."""
+    out: list[str] = []
+    notes: list[str] = []
+    for arch in arches:
+        if arch == arch_table.DEFAULT:
+            out += variants
+            continue
+        skipped: list[str] = []
+        for variant in variants:
+            fmt, firmware = split(variant)
+            if arch.refuse_format(fmt) is not None or firmware == Firmware.EFI_SECUREBOOT:
+                skipped.append(variant)
+            else:
+                out.append(variant_id(fmt, firmware, arch))
+        bios = [v for v in skipped if split(v)[0] in arch_table.BIOS_FORMATS]
+        if bios:
+            notes.append(f"lkit: {name}: {', '.join(bios)} not on {arch.name}: "
+                         f"{arch.refuse_format(split(bios[0])[0])}")
+        other = [v for v in skipped if v not in bios]
+        if other:
+            notes.append(f"lkit: {name}: {', '.join(other)} not on {arch.name}: lkit enrols Secure Boot "
+                         f"keys for amd64 (OVMF) only")
+    return out, notes
 
 
 def expand(name: str, formats: list[str], firmwares: list[str]) -> tuple[list[str], list[str]]:

@@ -54,7 +54,7 @@ def test_digests_round_trip_only_for_the_same_key_and_formats(tmp_path: Path) ->
 def test_two_workers_of_a_run_rebuild_once(tmp_path: Path, monkeypatch) -> None:
     calls: list[bool] = []
 
-    def fake_build(spec, formats, outdir, *, store=None, use_cache=True):
+    def fake_build(spec, formats, outdir, *, store=None, use_cache=True, **_kw):
         calls.append(use_cache)
         return image("k1", outdir)
 

@@ -184,7 +184,7 @@ def fake_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, t: FakeClock) ->
     image = SimpleNamespace(artifacts={"kernel+initrd": []})
     builds: list[object] = []
 
-    def built(suite: object) -> object:   # the first build takes 4 s, later calls hit the cache
+    def built(suite: object, **_kw: object) -> object:   # the first build takes 4 s, later calls hit the cache
         if not builds:
             t.advance(4)
             builds.append(image)
@@ -288,8 +288,8 @@ def test_a_pytest_session_writes_phases_that_add_up(pytester: pytest.Pytester, m
     (suites / "test_minimal.py").write_text(
         "import time\n\ndef test_body(lkit_group):\n    time.sleep(0.05)\n")
     built = SimpleNamespace(artifacts={"kernel+initrd": []}, total_size=lambda fmt: 0)
-    monkeypatch.setattr(RunState, "built", lambda self, suite: (time.sleep(0.03), built)[1])
-    monkeypatch.setattr(RunState, "rebuilt", lambda self, suite: (time.sleep(0.02), built)[1])
+    monkeypatch.setattr(RunState, "built", lambda self, suite, **_kw: (time.sleep(0.03), built)[1])
+    monkeypatch.setattr(RunState, "rebuilt", lambda self, suite, **_kw: (time.sleep(0.02), built)[1])
     for name in checks.CHECKS:
         monkeypatch.setitem(checks.CHECKS, name, lambda group: time.sleep(0.01))
     monkeypatch.setitem(checks.CHECKS, "build", lambda group: (group.built(), group.rebuilt()))
