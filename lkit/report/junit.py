@@ -98,6 +98,7 @@ def _properties(run: FormatRun) -> dict[str, str]:
     props.update({f"samples.{k}": " ".join(_num(x) for x in v) for k, v in sorted(run.samples.items())})
     props.update({k: _clean(v) for k, v in sorted(run.properties.items())})
     props["format"] = run.format
+    props["arch"] = run.arch
     props["spec"] = run.spec
     return dict(sorted(props.items()))
 

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from lkit.core.arch import DEFAULT as DEFAULT_ARCH, NAMES as ARCH_NAMES
 from lkit.errors import LkitError
 from lkit.report.atomic import write_text
 
@@ -87,8 +88,15 @@ class FormatRun:
 
     @property
     def key(self) -> str:
-        """The stable name of this run in reports: 'spec format'."""
+        """The stable name of this run in reports: 'spec format' (the format is the variant, with
+        its architecture unless amd64: 'suites/linuxkit.yml arm64.iso-efi')."""
         return f"{self.spec} {self.format}"
+
+    @property
+    def arch(self) -> str:
+        """The architecture the format was built for and booted on (amd64 unless the variant says)."""
+        prefix, dot, _ = self.format.partition(".")
+        return prefix if dot and prefix in ARCH_NAMES else DEFAULT_ARCH.name
 
     def check(self, name: str) -> CheckResult | None:
         """The result of check `name`, or None when it did not run."""
