@@ -432,20 +432,49 @@ class Store:
         reverse gives the same index, and resolving it for linux/amd64 gives the same manifest digest
         as the amd64-only build. A platform already there is replaced. Returns what `ref` now names.
         """
-        name = refs.normalise(ref)
-        platform = manifest.platform or self.manifest_platform(manifest.digest)
-        new = Descriptor(manifest.media_type or OCI_MANIFEST, manifest.digest, manifest.size, platform=platform)
+        return self.tag_platforms([(ref, manifest)])[0]
+
+    def tag_platforms(self, entries: list[tuple[str, Descriptor]]) -> list[Descriptor]:
+        """tag_platform for several names in one index update (an import becomes visible at once).
+
+        An entry that is itself an index replaces the name whole (it says which platforms it has);
+        a single-platform manifest is merged as tag_platform says. Returns each entry's new root.
+        """
         with self.lock():
-            others = [c for c in self._platform_entries(name) if not same_platform(c.platform, platform)]
-            if not others:
-                root = new
-            else:
-                children = sorted(others + [new], key=lambda c: platform_string(c.platform))
-                index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [c.to_json() for c in children]}
-                digest, size = self.put_blob(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
-                root = Descriptor(OCI_INDEX, digest, size)
-            self.tag(name, root)
-        return root
+            pending: dict[str, Descriptor | list[Descriptor]] = {}
+            for ref, desc in entries:
+                name = refs.normalise(ref)
+                data = self.read_json(desc.digest, "manifest")
+                if "manifests" in data:
+                    pending[name] = Descriptor(content_media_type(data, desc.media_type), desc.digest, desc.size)
+                    continue
+                platform = desc.platform or self.manifest_platform(desc.digest)
+                new = Descriptor(content_media_type(data, desc.media_type or OCI_MANIFEST), desc.digest, desc.size,
+                                 platform=platform)
+                before = pending.get(name)
+                current = before if isinstance(before, list) else (
+                    self._entries_of(before) if before is not None else self._platform_entries(name))
+                pending[name] = [c for c in current if not same_platform(c.platform, platform)] + [new]
+            roots = {name: value if isinstance(value, Descriptor) else self._root_for(value)
+                     for name, value in pending.items()}
+            self.tag_many(list(roots.items()))
+        return [roots[refs.normalise(ref)] for ref, _ in entries]
+
+    def _root_for(self, children: list[Descriptor]) -> Descriptor:
+        """One platform: its manifest; several: a deterministic index of them (stored)."""
+        if len(children) == 1:
+            return children[0]
+        ordered = sorted(children, key=lambda c: platform_string(c.platform))
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                 "manifests": [Descriptor(c.media_type, c.digest, c.size, platform=c.platform).to_json()
+                               for c in ordered]}
+        digest, size = self.put_blob(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
+        return Descriptor(OCI_INDEX, digest, size)
+
+    def _entries_of(self, index: Descriptor) -> list[Descriptor]:
+        data = self.read_json(index.digest, "manifest")
+        children = [Descriptor.from_json(c, f"index {index.digest}") for c in data.get("manifests") or []]
+        return [Descriptor(c.media_type, c.digest, c.size, platform=c.platform) for c in children if c.platform]
 
     def _platform_entries(self, name: str) -> list[Descriptor]:
         """What `name` holds now, one descriptor (with its platform) per platform; unreadable ones left out."""
@@ -457,10 +486,9 @@ class Store:
             if "manifests" not in data:
                 return [Descriptor(current.media_type or OCI_MANIFEST, current.digest, current.size,
                                    platform=self.manifest_platform(current.digest))]
-            children = [Descriptor.from_json(c, f"index {current.digest}") for c in data.get("manifests") or []]
+            return self._entries_of(current)
         except ImageError:
             return []  # a broken old entry is replaced, not carried along
-        return [Descriptor(c.media_type, c.digest, c.size, platform=c.platform) for c in children if c.platform]
 
     def manifest_platform(self, digest: str) -> dict[str, str]:
         """The platform a single-platform manifest's config declares (os, architecture, variant)."""

@@ -349,3 +349,32 @@ def test_ensure_keeps_the_mismatch_when_the_registry_has_nothing_either(tmp_path
     assert "built for amd64" in exc.value.message and "unreachable" in exc.value.hint
     with pytest.raises(PlatformMismatch):
         registry.ensure(store, "lkit/kernel:6.1", platform="linux/arm64/v8", offline=True)
+
+
+# -- cache import/export and ls with two platforms ------------------------------------------------
+
+
+def test_import_merges_a_platform_and_export_carries_the_index(tmp_path, capsys):
+    from lkit.cli import main
+    from lkit.images.cache_archive import export_archive, import_archive
+    amd_store, arm_store = Store(tmp_path / "amd"), Store(tmp_path / "arm")
+    amd = _both(tmp_path, amd_store, ("amd64",))["amd64"]
+    arm = _both(tmp_path, arm_store, ("arm64",))["arm64"]
+    # an arm64-only archive imported where amd64 is: both stay, as after building both
+    import_archive(amd_store, export_archive(arm_store, ["lkit/multi:1"], tmp_path / "arm.tar",
+                                             platform="linux/arm64/v8"))
+    root = amd_store.lookup("lkit/multi:1")
+    assert root.media_type == OCI_INDEX
+    assert amd_store.resolve("lkit/multi:1", "linux/amd64").digest == amd
+    assert amd_store.resolve("lkit/multi:1", "linux/arm64").digest == arm
+    # the same index as building both in one store
+    _both(tmp_path, Store(tmp_path / "built"), ("amd64", "arm64"))
+    assert Store(tmp_path / "built").lookup("lkit/multi:1").digest == root.digest
+    # both platforms present: the export carries the index, and an import elsewhere has both
+    fresh = Store(tmp_path / "fresh")
+    import_archive(fresh, export_archive(amd_store, ["lkit/multi:1"], tmp_path / "both.tar"))
+    assert fresh.lookup("lkit/multi:1").digest == root.digest
+    assert fresh.resolve("lkit/multi:1", "linux/arm64/v8").digest == arm
+    capsys.readouterr()
+    assert main(["cache", "--store", str(fresh.root), "ls"]) == 0
+    assert f"docker.io/lkit/multi:1\t{root.digest}\tindex\tlinux/amd64,linux/arm64/v8" in capsys.readouterr().out
