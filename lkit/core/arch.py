@@ -28,6 +28,11 @@ class Arch:
     debian: str               # Debian architecture of the packages fixture images are built from
     gnu_triplet: str          # Debian's multiarch library directory name
     elf_machine: int          # e_machine of this architecture's ELF binaries
+    elf_machine_name: str     # what readelf calls that machine (for error messages)
+    qemu_user: str            # qemu-user's emulator (Debian package qemu-user), to run a foreign tool
+    kernel_format: str        # what /kernel of lkit's kernel image holds: amd64 bzImage; arm64 Image, the
+                              # uncompressed arm64 Image (a PE/COFF EFI application) that Debian ships as
+                              # vmlinuz (LinuxKit's own arm64 kernel image has Image.gz there)
     qemu: str                 # the QEMU binary
     qemu_package: str         # the Debian package that has it
     qemu_machine: str         # -machine
@@ -38,6 +43,11 @@ class Arch:
     formats: frozenset[str]   # the output formats lkit builds for it
     tcg_boot_factor: float    # its guests' boot time under TCG on an amd64 host over an amd64 guest's
                               # (bench/boot.py; shards weigh groups with no baseline by it)
+
+    @property
+    def lib_dirs(self) -> tuple[str, ...]:
+        """Where the dynamic loader finds this architecture's libraries in a Debian tree, in its order."""
+        return (f"lib/{self.gnu_triplet}", f"usr/lib/{self.gnu_triplet}", "lib64", "usr/lib64", "lib", "usr/lib")
 
     @property
     def efi_boot_file(self) -> str:
@@ -55,13 +65,15 @@ class Arch:
 
 AMD64 = Arch(
     name="amd64", platform="linux/amd64", kernel_name="x86_64", debian="amd64",
-    gnu_triplet="x86_64-linux-gnu", elf_machine=62,
+    gnu_triplet="x86_64-linux-gnu", elf_machine=62, elf_machine_name="x86-64", qemu_user="qemu-x86_64",
+    kernel_format="bzImage",
     qemu="qemu-system-x86_64", qemu_package="qemu-system-x86", qemu_machine="q35", tcg_cpu="max",
     console="ttyS0", efi_name="x64", firmware_package="ovmf", formats=_ALL_FORMATS, tcg_boot_factor=1.0)
 
 ARM64 = Arch(
     name="arm64", platform="linux/arm64/v8", kernel_name="aarch64", debian="arm64",
-    gnu_triplet="aarch64-linux-gnu", elf_machine=183,
+    gnu_triplet="aarch64-linux-gnu", elf_machine=183, elf_machine_name="AArch64", qemu_user="qemu-aarch64",
+    kernel_format="Image",
     qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", qemu_machine="virt",
     tcg_cpu="cortex-a57",  # `max` adds pointer authentication, which TCG emulates slowly
     console="ttyAMA0", efi_name="aa64", firmware_package="qemu-efi-aarch64",
@@ -89,6 +101,11 @@ def host() -> Arch:
         if arch.kernel_name == machine:
             return arch
     return DEFAULT
+
+
+def of_elf_machine(machine: int) -> Arch | None:
+    """The architecture whose ELF binaries have e_machine `machine`."""
+    return next((a for a in ARCHES.values() if a.elf_machine == machine), None)
 
 
 def of_platform(platform: str) -> Arch | None:

@@ -156,7 +156,9 @@ def import_archive(store: Store, source: Path, *, name: str | None = None) -> li
             raise ImageError(f"{source} is neither an OCI image layout (index.json + blobs/) nor a "
                              "`docker save` archive (manifest.json)",
                              hint="export images with `lkit cache export`, `linuxkit cache export` or `docker save`")
-    store.tag_many([(i.ref, i.descriptor) for i in named])
+    # per platform, as a build tags: an arm64-only image imported under a name that holds amd64 keeps
+    # the amd64 one (the name becomes an index of both); an imported index replaces the name whole
+    store.tag_platforms([(i.ref, i.descriptor) for i in named])
     return named
 
 

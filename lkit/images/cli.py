@@ -21,7 +21,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     store = _store(args)
     for name, desc in store.list_images():
         kind = "index" if "index" in desc.media_type or "list" in desc.media_type else "image"
-        plat = platform_string(desc.platform) if desc.platform else "-"
+        # an index lists the platforms it holds (linux/amd64,linux/arm64/v8)
+        plat = platform_string(desc.platform) if desc.platform else ",".join(store.platforms(desc)) or "-"
         print(f"{name}\t{desc.digest}\t{kind}\t{plat}")
     return 0
 

@@ -5,6 +5,10 @@ archive whose `data.tar.*` member holds the files; we index that tar in place (n
 outside a scratch directory) and let the image builder pick files out of it. apt is only asked
 which version is the candidate and to download a pinned `name=version` into the package cache.
 
+Architecture: every apt question names the package as NAME:ARCH (Debian's multiarch), falling back
+to NAME:all for architecture-independent packages; the cache file name says which architecture a
+.deb was fetched for (NAME_VERSION_ARCH.deb).
+
 Also here: the two ELF readers the builder needs to choose files from packages: a binary's
 PT_INTERP / DT_NEEDED / DT_RUNPATH (shared-library closure) and a kernel module's `.modinfo`.
 """
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.core.files import COPY_BUFSIZE, sha256_file
 from lkit.errors import ImageError, InfraError
 
@@ -62,10 +68,9 @@ def _run(argv: Sequence[str], *, cwd: Path | None = None, timeout: int = QUERY_T
         raise InfraError(f"`{' '.join(argv)}` did not finish in {timeout} s") from exc
 
 
-def candidate_versions(names: Sequence[str]) -> dict[str, str]:
-    """The version `apt-get install NAME` would pick now (apt-cache policy's Candidate), in one call."""
-    check_apt_lists()
-    out = _run(["apt-cache", "policy", "--", *names]).stdout
+def _policy(qualified: Sequence[str]) -> dict[str, str]:
+    """{name: candidate} from one `apt-cache policy` call (names without their :ARCH)."""
+    out = _run(["apt-cache", "policy", "--", *qualified]).stdout
     found: dict[str, str] = {}
     current = None
     for line in out.splitlines():
@@ -74,20 +79,35 @@ def candidate_versions(names: Sequence[str]) -> dict[str, str]:
         match = re.match(r"^\s+Candidate:\s*(\S+)", line)
         if match and current and match.group(1) != "(none)":
             found[current] = match.group(1)
-    for name in names:
-        if name not in found:
-            raise ImageError(f"Debian package {name!r} has no installable candidate version",
-                             hint="check the name with `apt-cache search`; run `apt-get update` if lists are old")
     return found
 
 
-def candidate_version(name: str) -> str:
-    return candidate_versions([name])[name]
+def candidate_versions(names: Sequence[str], arch: Arch = arch_table.DEFAULT) -> dict[str, str]:
+    """The version `apt-get install NAME:ARCH` would pick now (apt-cache policy's Candidate)."""
+    check_apt_lists()
+    found = _policy([f"{n}:{arch.debian}" for n in names])
+    rest = [n for n in names if n not in found]
+    if rest:  # architecture-independent packages are NAME:all
+        found.update(_policy([f"{n}:all" for n in rest]))
+    for name in names:
+        if name not in found:
+            foreign = arch.debian != arch_table.host().debian
+            raise ImageError(f"Debian package {name!r} has no installable candidate version for {arch.debian}",
+                             hint=(f"is {arch.debian} a dpkg architecture here? `dpkg --add-architecture "
+                                   f"{arch.debian} && apt-get update` (scripts/setup does it); " if foreign else "")
+                             + "check the name with `apt-cache search`; run `apt-get update` if lists are old")
+    return found
 
 
-def depends(name: str, version: str) -> list[str]:
-    """Package names in the Depends field of NAME=VERSION (alternatives flattened, in order)."""
-    out = _run(["apt-cache", "show", "--", f"{name}={version}"]).stdout
+def candidate_version(name: str, arch: Arch = arch_table.DEFAULT) -> str:
+    return candidate_versions([name], arch)[name]
+
+
+def depends(name: str, version: str, arch: Arch = arch_table.DEFAULT) -> list[str]:
+    """Package names in the Depends field of NAME:ARCH=VERSION (alternatives flattened, in order)."""
+    out = _run(["apt-cache", "show", "--", f"{name}:{arch.debian}={version}"]).stdout
+    if not out.strip():
+        out = _run(["apt-cache", "show", "--", f"{name}:all={version}"]).stdout
     match = re.search(r"^Depends:\s*(.+)$", out, re.M)
     if not match:
         return []
@@ -98,27 +118,42 @@ def depends(name: str, version: str) -> list[str]:
     return names
 
 
-def download(name: str, version: str, sha256: str | None, cache: Path | None = None) -> tuple[Path, str]:
-    """NAME=VERSION's .deb in the package cache (downloaded if absent), checked against `sha256`.
+def deb_file_name(name: str, version: str, arch: Arch = arch_table.DEFAULT) -> str:
+    """The package cache's name for NAME=VERSION fetched for `arch` (an `all` package is cached per arch)."""
+    return f"{name}_{version.replace(':', '%3a')}_{arch.debian}.deb"
+
+
+def download(name: str, version: str, sha256: str | None, cache: Path | None = None,
+             arch: Arch = arch_table.DEFAULT) -> tuple[Path, str]:
+    """NAME:ARCH=VERSION's .deb in the package cache (downloaded if absent), checked against `sha256`.
 
     Returns (path, sha256). `apt-get download` runs from an argument list in a fresh directory inside
     the cache, so a half-finished download never looks like a cached one.
     """
     cache = cache or debs_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    target = cache / f"{name}_{version.replace(':', '%3a')}_amd64.deb"
+    target = cache / deb_file_name(name, version, arch)
     if not target.exists():
         check_apt_lists()
         with tempfile.TemporaryDirectory(dir=cache, prefix=".dl-") as tmp:
-            proc = _run(["apt-get", "download", "-q", "--", f"{name}={version}"], cwd=Path(tmp), timeout=APT_TIMEOUT)
-            debs = sorted(Path(tmp).glob("*.deb"))
-            if proc.returncode != 0 or len(debs) != 1:
-                detail = (proc.stderr or proc.stdout).strip().splitlines()
+            failed: subprocess.CompletedProcess | None = None
+            for qualifier in (arch.debian, "all"):  # an architecture-independent package is NAME:all
+                proc = _run(["apt-get", "download", "-q", "--", f"{name}:{qualifier}={version}"], cwd=Path(tmp),
+                            timeout=APT_TIMEOUT)
+                debs = sorted(Path(tmp).glob("*.deb"))
+                if proc.returncode == 0 and len(debs) == 1:
+                    break
+                failed = failed or proc  # the NAME:ARCH attempt says what went wrong
+            else:
+                assert failed is not None
+                detail = (failed.stderr or failed.stdout).strip().splitlines()
                 gone = any("not found" in line or "Unable to locate" in line for line in detail)
+                update = "`lkit pkg build --update" + ("`" if arch is arch_table.DEFAULT else f" --arch {arch.name}`")
                 raise ImageError(
-                    f"cannot download Debian package {name}={version}: {detail[-1] if detail else 'no .deb'}",
-                    hint=("that version is no longer in the archive: re-resolve the lock with "
-                          "`lkit pkg build --update`" if gone else "check the network and `apt-get update`"))
+                    f"cannot download Debian package {name}={version} ({arch.debian}): "
+                    f"{detail[-1] if detail else 'no .deb'}",
+                    hint=(f"that version is no longer in the archive: re-resolve the lock with {update}"
+                          if gone else "check the network and `apt-get update`"))
             os.replace(debs[0], target)
     actual = sha256_file(target)
     if sha256 is not None and actual != sha256:
@@ -330,6 +365,22 @@ def is_elf(data: bytes) -> bool:
     return data[:4] == b"\x7fELF"
 
 
+def elf_machine(data: bytes) -> int:
+    """e_machine of an ELF file (62 x86-64, 183 AArch64), read with the file's own byte order."""
+    return struct.unpack_from("<H" if data[5] == 1 else ">H", data, 0x12)[0]
+
+
+def check_elf_machine(data: bytes, arch: Arch, where: str) -> None:
+    """Refuse an ELF file built for another machine than `arch`'s (a wrong-architecture package or file)."""
+    machine = elf_machine(data)
+    if machine != arch.elf_machine:
+        other = arch_table.of_elf_machine(machine)
+        what = f"{other.elf_machine_name} ({other.name})" if other else f"ELF machine {machine}"
+        raise ImageError(f"{where} is an {what} binary, not {arch.elf_machine_name} ({arch.name})",
+                         hint=f"an {arch.name} image takes {arch.name} files only: check the .deb's "
+                              f"architecture and files/ of build.yml")
+
+
 def elf_deps(data: bytes, where: str) -> ElfDeps:
     """PT_INTERP, DT_NEEDED and DT_RUNPATH/DT_RPATH of a 64-bit little-endian ELF."""
     if not is_elf(data) or data[4] != 2 or data[5] != 1:
@@ -404,5 +455,6 @@ def modinfo(data: bytes, where: str) -> dict[str, list[str]]:
     return out
 
 
-__all__ = ["ElfDeps", "FsEntry", "PackageFS", "candidate_version", "candidate_versions", "check_apt_lists", "depends",
-           "download", "elf_deps", "elf_section", "is_elf", "modinfo", "norm", "sha256_file"]
+__all__ = ["ElfDeps", "FsEntry", "PackageFS", "candidate_version", "candidate_versions", "check_apt_lists",
+           "check_elf_machine", "deb_file_name", "depends", "download", "elf_deps", "elf_machine", "elf_section",
+           "is_elf", "modinfo", "norm", "sha256_file"]

@@ -1,5 +1,8 @@
 """add_image(): uncompressed layer tars + a config -> a tagged OCI image in the store, byte-reproducibly.
 
+Tagged per platform (Store.tag_platform): an image of one platform under a name that holds another
+platform's makes the name an OCI image index of both.
+
 Reproducible because gzip is written with mtime 0, no file name, a fixed level and the stdlib zlib,
 JSON is serialised with sorted keys and no spaces, and `created` is LinuxKit's fixed timestamp.
 """
@@ -102,5 +105,6 @@ def add_image(store: Store, ref: str, layer_tars: Sequence[Path], *, config: dic
     }
     manifest_bytes = canonical_json(manifest)
     manifest_digest, manifest_size = store.put_blob(manifest_bytes)
-    store.tag(name, Descriptor(OCI_MANIFEST, manifest_digest, manifest_size, platform=dict(plat)))
+    # per platform: another platform's image under the same name stays (the name becomes an index)
+    store.tag_platform(name, Descriptor(OCI_MANIFEST, manifest_digest, manifest_size, platform=dict(plat)))
     return Image(ref=name, digest=manifest_digest, manifest=manifest, config=config_json, layers=layers)

@@ -24,7 +24,8 @@ from lkit.errors import ImageError, InfraError
 from lkit.images import refs
 from lkit.images.registry_http import RetryableError, Transport
 from lkit.images.store import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX,
-                               OCI_MANIFEST, Descriptor, Image, Store, parse_platform, platform_string)
+                               OCI_MANIFEST, Descriptor, Image, PlatformMismatch, Store, parse_platform,
+                               platform_matches, platform_string)
 
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 MAX_MANIFEST = 4 << 20
@@ -165,10 +166,8 @@ class RegistryClient:
 def _select_platform(name: str, index: dict, platform: str) -> Descriptor:
     wanted = parse_platform(platform)
     children = [Descriptor.from_json(c, f"index of {name}") for c in index.get("manifests") or []]
-    for child in children:
-        p = child.platform or {}
-        if p.get("os") == wanted["os"] and p.get("architecture") == wanted["architecture"] and \
-                ("variant" not in wanted or p.get("variant") == wanted["variant"]):
+    for child in children:  # the same rule as Store.resolve: arm64 with variant v8 or none
+        if platform_matches(child.platform, wanted):
             return child
     offered = sorted({platform_string(c.platform) for c in children
                       if c.platform and c.platform.get("os") != "unknown"})
@@ -251,6 +250,15 @@ def ensure(store: Store, ref: str, *, platform: str = "linux/amd64", pull_policy
     if not pull_policy:
         try:
             return store.resolve(ref, platform)
+        except PlatformMismatch as exc:  # the registry may have the platform; if not, say what is wrong here
+            if offline:
+                raise
+            try:
+                return pull(store, ref, platform=platform, insecure=insecure)
+            except (ImageError, InfraError) as pull_exc:
+                raise PlatformMismatch(exc.message, where=exc.where,
+                                       hint=f"{exc.hint}; pulling it for {platform} failed too: "
+                                            f"{pull_exc.message}") from None
         except ImageError:
             if offline:
                 raise

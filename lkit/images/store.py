@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from lkit.core import arch as arch_table
 from lkit.core.files import COPY_BUFSIZE
 from lkit.errors import ImageError
 from lkit.images import refs
@@ -49,6 +51,10 @@ CONTAINERD_NAME = "io.containerd.image.name"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 LOCK_FILE = ".lock"  # LinuxKit's cache lock: fcntl F_WRLCK over the whole of <cache>/.lock
 GZIP_MAGIC = b"\x1f\x8b"
+# fcntl locks belong to the process, not the thread: threads of one process (`lkit pkg build -j`)
+# take this first, so two of them never rewrite index.json at once; re-entered by its holder.
+_THREAD_LOCK = threading.RLock()
+_HELD = threading.local()
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -126,12 +132,33 @@ def platform_string(platform: dict | None) -> str:
     return text + (f"/{platform['variant']}" if platform.get("variant") else "")
 
 
-def _platform_matches(offered: dict | None, wanted: dict[str, str]) -> bool:
+def _variant(platform: dict) -> str | None:
+    """The variant, with OCI's normalisation: arm64 without one is arm64/v8 (what every arm64 image means)."""
+    variant = platform.get("variant") or None
+    if variant is None and platform.get("architecture") == "arm64":
+        return "v8"
+    return variant
+
+
+def platform_matches(offered: dict | None, wanted: dict[str, str]) -> bool:
+    """Does an image or index entry for `offered` serve `wanted`? A wanted platform without a variant
+    takes any variant; arm64 entries with variant v8 and without one are the same platform."""
     if not offered:
         return False
     if offered.get("os") != wanted["os"] or offered.get("architecture") != wanted["architecture"]:
         return False
-    return "variant" not in wanted or offered.get("variant") == wanted["variant"]
+    return "variant" not in wanted or _variant(offered) == _variant(wanted)
+
+
+def same_platform(a: dict | None, b: dict | None) -> bool:
+    """Two entries for one platform (an index holds at most one of them)."""
+    if not a or not b:
+        return False
+    return (a.get("os"), a.get("architecture"), _variant(a)) == (b.get("os"), b.get("architecture"), _variant(b))
+
+
+class PlatformMismatch(ImageError):
+    """A single-platform image resolved for another platform (an amd64-only image in an arm64 build)."""
 
 
 def _hex(digest: str) -> str:
@@ -320,7 +347,14 @@ class Store:
         which is the file `linuxkit cache` locks before it edits the index, so neither tool
         rewrites the index while the other holds it.
         """
-        with contextlib.ExitStack() as stack:
+        with _THREAD_LOCK, contextlib.ExitStack() as stack:
+            if getattr(_HELD, "depth", 0):  # this thread holds it already (tag_platform -> tag)
+                _HELD.depth += 1
+                stack.callback(setattr, _HELD, "depth", _HELD.depth - 1)
+                yield
+                return
+            _HELD.depth = 1
+            stack.callback(setattr, _HELD, "depth", 0)
             lock_file = stack.enter_context(open(self.root / LOCK_FILE, "a+b"))
             fcntl.lockf(lock_file.fileno(), fcntl.LOCK_EX)
             stack.callback(fcntl.lockf, lock_file.fileno(), fcntl.LOCK_UN)
@@ -389,6 +423,93 @@ class Store:
                                                              d.get("digest", "")))
             self._write_json_atomic(self.root / "index.json", index)
 
+    def tag_platform(self, ref: str, manifest: Descriptor) -> Descriptor:
+        """Name a single-platform `manifest` as `ref` for its platform, keeping the name's other platforms.
+
+        The first platform is tagged as the plain manifest (what a one-architecture store always held);
+        a second one turns the name into an OCI image index of both. The index's bytes depend only on
+        its manifests (sorted by platform, no annotations), so building amd64 then arm64 or the
+        reverse gives the same index, and resolving it for linux/amd64 gives the same manifest digest
+        as the amd64-only build. A platform already there is replaced. Returns what `ref` now names.
+        """
+        return self.tag_platforms([(ref, manifest)])[0]
+
+    def tag_platforms(self, entries: list[tuple[str, Descriptor]]) -> list[Descriptor]:
+        """tag_platform for several names in one index update (an import becomes visible at once).
+
+        An entry that is itself an index replaces the name whole (it says which platforms it has);
+        a single-platform manifest is merged as tag_platform says. Returns each entry's new root.
+        """
+        with self.lock():
+            pending: dict[str, Descriptor | list[Descriptor]] = {}
+            for ref, desc in entries:
+                name = refs.normalise(ref)
+                data = self.read_json(desc.digest, "manifest")
+                if "manifests" in data:
+                    pending[name] = Descriptor(content_media_type(data, desc.media_type), desc.digest, desc.size)
+                    continue
+                platform = desc.platform or self.manifest_platform(desc.digest)
+                new = Descriptor(content_media_type(data, desc.media_type or OCI_MANIFEST), desc.digest, desc.size,
+                                 platform=platform)
+                before = pending.get(name)
+                current = before if isinstance(before, list) else (
+                    self._entries_of(before) if before is not None else self._platform_entries(name))
+                pending[name] = [c for c in current if not same_platform(c.platform, platform)] + [new]
+            roots = {name: value if isinstance(value, Descriptor) else self._root_for(value)
+                     for name, value in pending.items()}
+            self.tag_many(list(roots.items()))
+        return [roots[refs.normalise(ref)] for ref, _ in entries]
+
+    def _root_for(self, children: list[Descriptor]) -> Descriptor:
+        """One platform: its manifest; several: a deterministic index of them (stored)."""
+        if len(children) == 1:
+            return children[0]
+        ordered = sorted(children, key=lambda c: platform_string(c.platform))
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                 "manifests": [Descriptor(c.media_type, c.digest, c.size, platform=c.platform).to_json()
+                               for c in ordered]}
+        digest, size = self.put_blob(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
+        return Descriptor(OCI_INDEX, digest, size)
+
+    def _entries_of(self, index: Descriptor) -> list[Descriptor]:
+        data = self.read_json(index.digest, "manifest")
+        children = [Descriptor.from_json(c, f"index {index.digest}") for c in data.get("manifests") or []]
+        return [Descriptor(c.media_type, c.digest, c.size, platform=c.platform) for c in children if c.platform]
+
+    def _platform_entries(self, name: str) -> list[Descriptor]:
+        """What `name` holds now, one descriptor (with its platform) per platform; unreadable ones left out."""
+        current = self.lookup(name)
+        if current is None:
+            return []
+        try:
+            data = self.read_json(current.digest, "manifest")
+            if "manifests" not in data:
+                return [Descriptor(current.media_type or OCI_MANIFEST, current.digest, current.size,
+                                   platform=self.manifest_platform(current.digest))]
+            return self._entries_of(current)
+        except ImageError:
+            return []  # a broken old entry is replaced, not carried along
+
+    def manifest_platform(self, digest: str) -> dict[str, str]:
+        """The platform a single-platform manifest's config declares (os, architecture, variant)."""
+        data = self.read_json(digest, "manifest")
+        config = self.read_json(Descriptor.from_json(data.get("config"), f"manifest {digest}").digest, "config")
+        out = {"architecture": str(config.get("architecture") or "unknown"), "os": str(config.get("os") or "unknown")}
+        if config.get("variant"):
+            out["variant"] = str(config["variant"])
+        return out
+
+    def platforms(self, desc: Descriptor) -> list[str]:
+        """The platforms a stored entry serves ('linux/amd64', 'linux/arm64/v8'), for listings."""
+        try:
+            data = self.read_json(desc.digest, "manifest")
+            if "manifests" in data:
+                return [platform_string(c.get("platform")) for c in data.get("manifests") or []
+                        if isinstance(c, dict) and (c.get("platform") or {}).get("os") != "unknown"]
+            return [platform_string(desc.platform or self.manifest_platform(desc.digest))]
+        except ImageError:
+            return [platform_string(desc.platform)] if desc.platform else []
+
     def list_images(self) -> list[tuple[str, Descriptor]]:
         out = [((d.annotations or {}).get(REF_NAME, ""), d) for d in self._entries()]
         return sorted((n, d) for n, d in out if n)
@@ -446,13 +567,12 @@ class Store:
         media = data.get("mediaType") or desc.media_type or ""
         if "manifests" in data:
             children = [Descriptor.from_json(d, f"index {desc.digest}") for d in data.get("manifests") or []]
-            matches = [c for c in children if _platform_matches(c.platform, wanted)]
+            matches = [c for c in children if platform_matches(c.platform, wanted)]
             if not matches:
                 offered = sorted({platform_string(c.platform) for c in children
                                   if c.platform and c.platform.get("os") != "unknown"})
-                raise ImageError(f"image {name} has no {platform} variant; it offers: "
-                                 f"{', '.join(offered) or 'none'}",
-                                 hint="build or pull it for linux/amd64 (lkit boots amd64 guests)")
+                raise PlatformMismatch(f"image {name} has no {platform} variant; it offers: "
+                                       f"{', '.join(offered) or 'none'}", hint=_platform_hint(name, platform))
             return self._resolve_descriptor(name, matches[0], wanted, platform)
         if media not in MANIFEST_TYPES and "config" not in data:
             raise ImageError(f"image {name}: {desc.digest} has unsupported media type {media!r}")
@@ -466,6 +586,14 @@ class Store:
                                  hint="the image is incomplete; remove it (lkit cache rm) and build, "
                                       "pull or import it again")
         config = self.read_json(config_desc.digest, f"config of {name}")
+        if config.get("architecture"):  # a config without one (hand-made test images) serves any platform
+            have = {"os": str(config.get("os") or "linux"), "architecture": str(config["architecture"])}
+            if config.get("variant"):
+                have["variant"] = str(config["variant"])
+            if not platform_matches(have, wanted):
+                raise PlatformMismatch(
+                    f"image {name} is built for {_arch_words(have)} only, not for {_arch_words(wanted)}",
+                    hint=_platform_hint(name, platform))
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if len(diff_ids) != len(layers):
             raise ImageError(f"image {name}: config lists {len(diff_ids)} diff_ids but the manifest has "
@@ -582,6 +710,21 @@ def content_media_type(data: dict, fallback: str = "") -> str:
 
 def _empty_index() -> dict:
     return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+
+
+def _arch_words(platform: dict) -> str:
+    """'arm64 (linux/arm64/v8)': the architecture first, as a person says it."""
+    return f"{platform.get('architecture', '?')} ({platform_string(platform)})"
+
+
+def _platform_hint(name: str, platform: str) -> str:
+    parsed = refs.Reference.parse(name)
+    arch = arch_table.of_platform(platform)
+    if arch is not None and parsed.domain == refs.DEFAULT_DOMAIN and parsed.path.startswith("lkit/"):
+        return (f"build it for {arch.name}: lkit pkg build --arch {arch.name} "
+                f"fixtures/pkgs/{parsed.path.split('/', 1)[1]}")
+    return (f"pull it for {platform} (lkit cache pull --platform {platform} {name}), or import an archive "
+            f"that has it (lkit cache import FILE)")
 
 
 def _missing_hint(parsed: refs.Reference) -> str:

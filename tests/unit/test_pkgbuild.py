@@ -168,7 +168,7 @@ def fake_archive(tmp_path, monkeypatch):
              for name, files in (("libc6", libc), ("tool", tool), ("libseccomp2", seccomp))}
     calls = []
 
-    def download(name, version, sha256, cache=None):
+    def download(name, version, sha256, cache=None, arch=None):
         calls.append((name, version, sha256))
         actual = debian.sha256_file(paths[name])
         if sha256 is not None and sha256 != actual:
@@ -176,7 +176,7 @@ def fake_archive(tmp_path, monkeypatch):
         return paths[name], actual
 
     monkeypatch.setattr(debian, "download", download)
-    monkeypatch.setattr(debian, "depends", lambda name, version: ["libc6", "libseccomp2"])
+    monkeypatch.setattr(debian, "depends", lambda name, version, arch=None: ["libc6", "libseccomp2"])
     lock = "".join(f"{n} 1.0-1 sha256:{debian.sha256_file(p)}\n" for n, p in sorted(paths.items()))
     return {"paths": paths, "calls": calls, "lock": lock}
 
@@ -410,11 +410,11 @@ packages:
   - tool
 take: [{paths: [/x]}]
 """, lock=f"tool 0.9 sha256:{SHA}\n")
-    monkeypatch.setattr(debian, "candidate_versions", lambda names: {
+    monkeypatch.setattr(debian, "candidate_versions", lambda names, arch=None: {
         "linux-image-cloud-amd64": "6.1.9-1", "linux-image-6.1.0-9-cloud-amd64": "6.1.9-1", "tool": "1.0"})
-    monkeypatch.setattr(debian, "depends", lambda name, version: ["initramfs-tools", "linux-image-6.1.0-9-cloud-amd64"])
+    monkeypatch.setattr(debian, "depends", lambda name, version, arch=None: ["initramfs-tools", "linux-image-6.1.0-9-cloud-amd64"])
     fetched = []
-    monkeypatch.setattr(debian, "download", lambda n, v, s: (fetched.append((n, v, s)), (tmp_path, "b" * 64))[1])
+    monkeypatch.setattr(debian, "download", lambda n, v, s, arch=None: (fetched.append((n, v, s)), (tmp_path, "b" * 64))[1])
     spec = pkgbuild.load_build(d)
     locked = pkgbuild.resolve_packages(spec, pkgbuild.read_lock(d / "build.lock"))
     assert locked == [pkgbuild.Locked("linux-image-6.1.0-9-cloud-amd64", "6.1.9-1", "b" * 64,
@@ -432,8 +432,8 @@ packages:
   - {via: meta, match: "lib*"}
 take: [{paths: [/x]}]
 """)
-    monkeypatch.setattr(debian, "candidate_versions", lambda names: {n: "1" for n in names})
-    monkeypatch.setattr(debian, "depends", lambda name, version: ["liba", "libb"])
+    monkeypatch.setattr(debian, "candidate_versions", lambda names, arch=None: {n: "1" for n in names})
+    monkeypatch.setattr(debian, "depends", lambda name, version, arch=None: ["liba", "libb"])
     with pytest.raises(SpecError, match="need one") as exc:
         pkgbuild.resolve_packages(pkgbuild.load_build(d), [])
     assert exc.value.where.endswith("build.yml:4")

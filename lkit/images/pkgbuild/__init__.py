@@ -2,14 +2,16 @@
 
 Why: lkit's base images (kernel, init, runc, ...) must come from a trusted, pinned source without
 Docker. A build.yml names Debian packages and says which of their files make up the image; the
-resolved versions and .deb checksums are pinned in build.lock beside it. The format:
+resolved versions and .deb checksums are pinned in build.lock beside it (build.arm64.lock for
+arm64: one lock per architecture). The format:
 
     image: lkit/nginx              # required: repository name (stored as docker.io/lkit/nginx)
     tag: "1.22"                    # required: the tag
-    packages:                      # required: Debian bookworm amd64 packages to fetch
-      - nginx                      #   a package name, or
-      - {via: linux-image-cloud-amd64, match: "linux-image-*-cloud-amd64"}
-                                   #   the Depends of `via` whose name matches the glob
+    packages:                      # required: Debian bookworm packages to fetch (of the architecture
+      - nginx                      #   built: --arch); a package name, or
+      - {via: "linux-image-cloud-{arch}", match: "linux-image-*-cloud-{arch}"}
+                                   #   the Depends of `via` whose name matches the glob; `{arch}` is
+                                   #   the Debian architecture (also in take paths)
     take:                          # required: applied in order; a later item replaces a path
       - binaries: [/usr/sbin/nginx, "/usr/sbin/runc:/usr/bin/runc"]   # SRC[:DEST], with the
                                    #   symlink chain, PT_INTERP and the DT_NEEDED closure
@@ -17,7 +19,9 @@ resolved versions and .deb checksums are pinned in build.lock beside it. The for
       - paths: [/etc/nginx/mime.types, "/usr/share/doc/x:/doc"]       # trees as they are
       - busybox: /bin/busybox      # the binary + a link per applet (never replacing a taken file)
       - certificates: {from: /usr/share/ca-certificates, to: /etc/ssl/certs/ca-certificates.crt}
-      - kernel: {modules: [virtio_net, ...]}    # /kernel + /kernel.tar with those modules + deps
+      - kernel: {modules: [virtio_net, ...], arm64: [gpio_keys, ...]}
+                                   # /kernel + /kernel.tar with those modules (plus the architecture's
+                                   #   own list) + deps; built-in ones are skipped and reported
     dirs: ["/tmp:1777", /run]      # optional: empty directories PATH[:OCTAL MODE] (default 0755)
     users: {www-data: 33}          # optional: /etc/passwd + /etc/group (root:0 always); a value
                                    #   may be {uid, gid, home, shell}
@@ -30,6 +34,11 @@ Every entry is owned by root and stamped 2017-04-18 16:30 UTC; entries are sorte
 uncompressed GNU tar without pax headers. The image carries the label `org.lkit.pkgbuild.inputs`,
 the hash of build.yml, build.lock, files/ and this builder's source (every module of this package and
 lkit.images.debian): a build whose inputs are unchanged is a no-op.
+
+Architectures (`lkit pkg build --arch arm64`): the image is built from that architecture's Debian
+packages, with an image config naming it (arm64: architecture arm64, variant v8), and is tagged for
+its platform only: a name built for amd64 and arm64 is an OCI image index of both (Store.tag_platform),
+whose linux/amd64 manifest is the amd64-only build's.
 
 Modules: buildfile (build.yml -> BuildSpec), lock (build.lock), assemble (take items -> ImageTree),
 host_files (files/), layer (ImageTree, the layer tar); this one runs a build.
@@ -47,18 +56,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.errors import LkitError, SpecError
 from lkit.images import debian, oci
 from lkit.images.pkgbuild.assemble import TakeApplier, assemble, kernel_tar, passwd_group
 from lkit.images.pkgbuild.buildfile import BuildSpec, PackageRef, Take, User, load_build
 from lkit.images.pkgbuild.host_files import HostFile, image_mode, overlay_files, snapshot_files
 from lkit.images.pkgbuild.layer import EPOCH, ImageFile, ImageTree, write_layer_tar
-from lkit.images.pkgbuild.lock import Locked, match_lock, read_lock, resolve_packages, write_lock
+from lkit.images.pkgbuild.lock import (Locked, lock_name, match_lock, read_lock, resolve_packages, update_command,
+                                       write_lock)
 from lkit.images.store import Store
 
 __all__ = ["EPOCH", "BuildResult", "BuildSpec", "HostFile", "ImageFile", "ImageTree", "Locked", "PackageRef",
            "Take", "TakeApplier", "User", "assemble", "build", "find_build_dirs", "image_config", "image_mode",
-           "inputs_hash", "kernel_tar", "load_build", "match_lock", "overlay_files", "passwd_group", "read_lock",
+           "inputs_hash", "kernel_tar", "load_build", "lock_name", "match_lock", "overlay_files", "passwd_group", "read_lock",
            "resolve_packages", "snapshot_files", "write_layer_tar", "write_lock"]
 
 BUILDER_VERSION = "1"
@@ -72,15 +84,18 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 
 def inputs_hash(spec: BuildSpec, files: list[HostFile]) -> str:
-    """Hash of everything the image is made from: build.yml, build.lock, files/, this package's code."""
+    """Hash of everything the image is made from: build.yml, its architecture's lock, files/, this
+    package's code (and, for another architecture than amd64, its name)."""
     h = hashlib.sha256(f"lkit-pkgbuild {BUILDER_VERSION}\n".encode())
 
     def add(tag: str, data: bytes) -> None:
         h.update(f"{tag} {len(data)}\n".encode())
         h.update(data)
 
+    if spec.arch is not arch_table.DEFAULT:
+        add("arch", spec.arch.name.encode())
     add("build.yml", (spec.directory / "build.yml").read_bytes())
-    add("build.lock", (spec.directory / "build.lock").read_bytes())
+    add(lock_name(spec.arch), (spec.directory / lock_name(spec.arch)).read_bytes())
     add(f"source {debian.__name__}", Path(debian.__file__ or "").read_bytes())
     for source in sorted(Path(__file__).parent.glob("*.py")):  # every module of this package
         add(f"source {__name__}/{source.name}", source.read_bytes())
@@ -107,62 +122,68 @@ def image_config(spec: BuildSpec, inputs: str, locked: Iterable[Locked] = ()) ->
 class BuildResult:
     name: str
     ref: str
-    digest: str
+    digest: str      # the manifest of this architecture (what the name resolves to for its platform)
     size: int        # compressed bytes: layers + config + manifest
     status: str      # "built" or "unchanged"
     seconds: float
+    arch: str = arch_table.DEFAULT.name
 
     def line(self) -> str:
-        return f"{self.ref:<28} {self.digest}  {self.size / 1e6:7.2f} MB  {self.status} ({self.seconds:.1f} s)"
+        return (f"{self.ref:<28} {self.digest}  {self.size / 1e6:7.2f} MB  {self.status} ({self.seconds:.1f} s)"
+                + ("" if self.arch == arch_table.DEFAULT.name else f" [{self.arch}]"))
 
 
-def _image_size(store: Store, ref: str) -> tuple[str, int, str | None]:
-    img = store.resolve(ref)
+def _image_size(store: Store, ref: str, platform: str = arch_table.DEFAULT.platform) -> tuple[str, int, str | None]:
+    img = store.resolve(ref, platform)
     size = sum(layer.size for layer in img.layers) + len(store.read_blob(img.manifest["config"]["digest"]))
     return img.digest, size, img.labels.get(INPUTS_LABEL)
 
 
 def build(directory: Path, store: Store, *, update: bool = False,
-          log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
-    """Build DIR/build.yml into `store` (no-op when its inputs are unchanged). Returns what happened."""
+          log: Callable[[str], None] = lambda _msg: None, arch: Arch = arch_table.DEFAULT) -> BuildResult:
+    """Build DIR/build.yml for `arch` into `store` (no-op when its inputs are unchanged)."""
     started = time.monotonic()
-    spec = load_build(Path(directory))
-    lock_path = spec.directory / "build.lock"
+    spec = load_build(Path(directory), arch)
+    lock_path = spec.directory / lock_name(arch)
     old = read_lock(lock_path) if lock_path.exists() else []
     if update:
         locked = resolve_packages(spec, old)
         if locked != old or not lock_path.exists():
-            write_lock(lock_path, locked)
+            write_lock(lock_path, locked, arch)
             log(f"{spec.name}: wrote {lock_path}")
     elif not lock_path.exists():
-        raise SpecError(f"no build.lock beside {spec.directory / 'build.yml'}",
+        raise SpecError(f"no {lock_path.name} beside {spec.directory / 'build.yml'}",
                         where=str(spec.directory / "build.yml"),
-                        hint=f"resolve and pin the packages with `lkit pkg build --update {spec.directory}`")
+                        hint=f"resolve and pin the {arch.debian} packages with "
+                             f"`{update_command(arch)} {spec.directory}`")
     else:
         locked = match_lock(spec, old, lock_path)
     files = snapshot_files(spec.files) if spec.files else []
     inputs = inputs_hash(spec, files)
     if store.lookup(spec.ref) is not None:
         try:
-            digest, size, previous = _image_size(store, spec.ref)
+            digest, size, previous = _image_size(store, spec.ref, arch.platform)
         except LkitError:
             previous = None
         if previous == inputs:
-            return BuildResult(spec.name, spec.ref, digest, size, "unchanged", time.monotonic() - started)
+            return BuildResult(spec.name, spec.ref, digest, size, "unchanged", time.monotonic() - started, arch.name)
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"lkit-pkg-{spec.name}-")))
-        debs = [(e.name, debian.download(e.name, e.version, e.sha256)[0]) for e in locked]
+        debs = [(e.name, debian.download(e.name, e.version, e.sha256, arch=arch)[0]) for e in locked]
         fs = debian.PackageFS.open(debs, scratch)
-        tree = assemble(spec, fs, locked, scratch, files)
+        notes: list[str] = []
+        tree = assemble(spec, fs, locked, scratch, files, notes)
+        for note in notes:
+            log(f"{spec.name}: {note}")
         unused = [e.name for e in locked if e.name not in fs.used]
         if unused:
             log(f"{spec.name}: nothing was taken from package(s) {', '.join(unused)}; drop them from build.yml?")
         layer = scratch / "layer.tar"
         with open(layer, "wb") as fh:
             write_layer_tar(fh, tree.entries)
-        oci.add_image(store, spec.ref, [layer], config=image_config(spec, inputs, locked))
-    digest, size, _ = _image_size(store, spec.ref)
-    return BuildResult(spec.name, spec.ref, digest, size, "built", time.monotonic() - started)
+        oci.add_image(store, spec.ref, [layer], config=image_config(spec, inputs, locked), platform=arch.platform)
+    digest, size, _ = _image_size(store, spec.ref, arch.platform)
+    return BuildResult(spec.name, spec.ref, digest, size, "built", time.monotonic() - started, arch.name)
 
 
 def find_build_dirs(paths: Iterable[Path]) -> list[Path]:

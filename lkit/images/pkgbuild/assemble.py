@@ -1,16 +1,25 @@
 """take items -> ImageTree: binaries with their ELF closure, libraries, paths, busybox applets,
-CA certificates, the kernel with a module tree; then dirs, users and files/ (the build's order)."""
+CA certificates, the kernel with a module tree; then dirs, users and files/ (the build's order).
+
+For one architecture (BuildSpec.arch): libraries are searched in its multiarch directories, every
+ELF file taken (binaries, their libraries and loader, busybox, kernel modules) must be for its
+machine, and busybox is asked for its applets through qemu-user when it is not the host's.
+"""
 
 from __future__ import annotations
 
 import io
 import posixpath
 import re
+import shutil
 import subprocess
+import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.errors import ImageError
 from lkit.images import debian
 from lkit.images.pkgbuild.buildfile import BuildSpec, User
@@ -18,7 +27,7 @@ from lkit.images.pkgbuild.host_files import HostFile, overlay_files
 from lkit.images.pkgbuild.layer import ImageFile, ImageTree, write_layer_tar
 from lkit.images.pkgbuild.lock import Locked
 
-LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
+LIB_DIRS = arch_table.DEFAULT.lib_dirs  # amd64's; a build searches its own architecture's (Arch.lib_dirs)
 
 
 @dataclass
@@ -29,6 +38,8 @@ class TakeApplier:
     tree: ImageTree
     scratch: Path
     owners: dict[str, Locked]
+    arch: Arch = arch_table.DEFAULT
+    notes: list[str] = field(default_factory=list)  # what the build should tell (built-in modules)
 
     def copy_chain(self, src: str, dest: str | None = None) -> str:
         """Copy `src` (following and copying its symlinks); with `dest`, the final file lands there."""
@@ -63,12 +74,13 @@ class TakeApplier:
         if not debian.is_elf(data) or path in seen:
             return
         seen.add(path)
+        debian.check_elf_machine(data, self.arch, "/" + path)
         deps = debian.elf_deps(data, "/" + path)
         if deps.interp:
             self.closure(self.copy_chain(deps.interp), where, seen)
         origin = posixpath.dirname(path)
         search = [debian.norm(p.replace("$ORIGIN", "/" + origin).replace("${ORIGIN}", "/" + origin))
-                  for p in deps.runpath] + list(LIB_DIRS)
+                  for p in deps.runpath] + list(self.arch.lib_dirs)
         for soname in deps.needed:
             self.library(soname, search, "/" + path, where, seen)
 
@@ -106,16 +118,31 @@ class TakeApplier:
     def busybox(self, src: str) -> None:
         path = self.copy_chain(src)
         tool = self.scratch / "busybox"
-        tool.write_bytes(self.fs.read(path))
+        data = self.fs.read(path)
+        if debian.is_elf(data):
+            debian.check_elf_machine(data, self.arch, "/" + path)
+        tool.write_bytes(data)
         tool.chmod(0o755)
+        argv = [*self._runner(), str(tool), "--list-full"]
         try:
-            out = subprocess.run([str(tool), "--list-full"], capture_output=True, text=True, timeout=30, check=True,
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True,
                                  stdin=subprocess.DEVNULL).stdout
         except (subprocess.SubprocessError, OSError) as exc:
             raise ImageError(f"cannot list the applets of /{path}: {exc}") from exc
         for applet in sorted(set(out.split())):
             if debian.norm(applet) != path:
                 self.tree.add(applet, ImageFile("symlink", 0o777, link="/" + path), replace=False)
+
+    def _runner(self) -> list[str]:
+        """How to run one of this architecture's (static) binaries here: directly, or under qemu-user."""
+        if self.arch is arch_table.host():
+            return []
+        emulator = shutil.which(self.arch.qemu_user)
+        if emulator is None:
+            raise ImageError(f"listing busybox's applets of an {self.arch.name} image needs {self.arch.qemu_user} "
+                             f"on this {arch_table.host().name} host",
+                             hint="apt-get install qemu-user (scripts/setup installs it)")
+        return [emulator]
 
     def certificates(self, src: str, dest: str) -> None:
         certs = [p for p in self.fs.walk(src) if p.endswith(".crt") and self.fs.entries[p].kind == "file"]
@@ -129,12 +156,51 @@ class TakeApplier:
         versions = sorted({p.split("/")[2] for p in self.fs.entries if p.startswith("lib/modules/") and p.count("/") >= 2})
         if len(vmlinuz) != 1 or len(versions) != 1:
             raise ImageError(f"expected one kernel in the packages, found {vmlinuz} and modules {versions}", where=where)
-        self.tree.add("kernel", ImageFile("file", 0o644, self.fs.read(vmlinuz[0])))
-        self.tree.add("kernel.tar", ImageFile("file", 0o644, kernel_tar(self.fs, versions[0], modules, where)))
+        image = self.fs.read(vmlinuz[0])
+        check_kernel(image, self.arch, "/" + vmlinuz[0])
+        self.tree.add("kernel", ImageFile("file", 0o644, image))
+        builtin: list[str] = []
+        self.tree.add("kernel.tar", ImageFile("file", 0o644, kernel_tar(self.fs, versions[0], modules, where,
+                                                                          arch=self.arch, builtin_out=builtin)))
+        if builtin:
+            self.notes.append(f"kernel {versions[0]}: built in, so not in kernel.tar (modprobe of them "
+                              f"succeeds): {', '.join(builtin)}")
 
 
-def kernel_tar(fs: debian.PackageFS, version: str, wanted: list[str], where: str) -> bytes:
-    """lib/modules/VERSION with `wanted` modules, their `depends=` closure, modules.dep and .alias."""
+ARM64_IMAGE_MAGIC = b"ARM\x64"  # at offset 0x38 of an arm64 kernel Image (Documentation/arm64/booting.rst)
+
+
+def check_kernel(data: bytes, arch: Arch, where: str) -> None:
+    """Refuse a kernel that is not `arch`'s (another architecture's, or a format lkit cannot boot).
+
+    amd64: a bzImage ("HdrS" at 0x202). arm64: an Image ("ARM\\x64" at 0x38), as Debian's arm64
+    vmlinuz is; a gzip-compressed Image.gz (LinuxKit's arm64 /kernel) is recognised too, inflating
+    only its first bytes.
+    """
+    if arch.kernel_format == "bzImage":
+        ok = data[0x202:0x206] == b"HdrS"
+    elif arch.kernel_format == "Image":
+        head = data[:0x40]
+        if data[:2] == b"\x1f\x8b":
+            try:
+                head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, 0x40)
+            except zlib.error:
+                head = b""
+        ok = head[0x38:0x3C] == ARM64_IMAGE_MAGIC
+    else:  # a new Arch names a format this check does not know yet
+        ok = True
+    if not ok:
+        raise ImageError(f"{where} is not an {arch.name} kernel ({arch.kernel_format})",
+                         hint=f"take the kernel from the {arch.debian} package (linux-image-cloud-{arch.debian})")
+
+
+def kernel_tar(fs: debian.PackageFS, version: str, wanted: list[str], where: str, *,
+               arch: Arch = arch_table.DEFAULT, builtin_out: list[str] | None = None) -> bytes:
+    """lib/modules/VERSION with `wanted` modules, their `depends=` closure, modules.dep and .alias.
+
+    A wanted module the kernel has built in (modules.builtin) is skipped and, sorted, added to
+    `builtin_out`: the same build.yml serves kernels that build it in and kernels that do not.
+    """
     base = f"lib/modules/{version}"
     by_name = {posixpath.basename(p)[:-3].replace("-", "_"): p for p in fs.entries
                if p.startswith(base + "/kernel/") and p.endswith(".ko")}
@@ -147,11 +213,18 @@ def kernel_tar(fs: debian.PackageFS, version: str, wanted: list[str], where: str
     todo = list(wanted)
     while todo:
         name = todo.pop(0)
-        if name in info or name in builtin:
+        if name in info:
+            continue
+        if name in builtin:
+            if builtin_out is not None and name in wanted and name not in builtin_out:
+                builtin_out.append(name)
             continue
         if name not in by_name:
             raise ImageError(f"kernel module {name!r} is neither in {base}/kernel nor built in", where=where)
-        info[name] = debian.modinfo(fs.read(by_name[name]), by_name[name])
+        data = fs.read(by_name[name])
+        if debian.is_elf(data):
+            debian.check_elf_machine(data, arch, "/" + by_name[name])
+        info[name] = debian.modinfo(data, by_name[name])
         todo.extend(d.replace("-", "_") for d in ",".join(info[name].get("depends", [""])).split(",") if d)
 
     def direct(name: str) -> list[str]:
@@ -189,6 +262,8 @@ def kernel_tar(fs: debian.PackageFS, version: str, wanted: list[str], where: str
         f"{rel[n]}\n" for n in sorted(info, key=lambda n: rel[n])).encode())
     buf = io.BytesIO()
     write_layer_tar(buf, entries)
+    if builtin_out is not None:
+        builtin_out.sort()
     return buf.getvalue()
 
 
@@ -204,10 +279,10 @@ def passwd_group(users: list[User]) -> tuple[bytes, bytes]:
 
 
 def assemble(spec: BuildSpec, fs: debian.PackageFS, locked: list[Locked], scratch: Path,
-             files: list[HostFile]) -> ImageTree:
+             files: list[HostFile], notes: list[str] | None = None) -> ImageTree:
     tree = ImageTree()
     owners = {e.name: e for e in locked}
-    asm = TakeApplier(fs, tree, scratch, owners)
+    asm = TakeApplier(fs, tree, scratch, owners, spec.arch)
     for take in spec.take:
         try:
             if take.kind == "binaries":
@@ -215,7 +290,7 @@ def assemble(spec: BuildSpec, fs: debian.PackageFS, locked: list[Locked], scratc
                     asm.binary(src, dest, take.where)
             elif take.kind == "libraries":
                 for soname in take.value:
-                    asm.library(soname, LIB_DIRS, "libraries:", take.where, set())
+                    asm.library(soname, spec.arch.lib_dirs, "libraries:", take.where, set())
             elif take.kind == "paths":
                 for src, dest in take.value:
                     asm.paths(src, dest)
@@ -234,4 +309,6 @@ def assemble(spec: BuildSpec, fs: debian.PackageFS, locked: list[Locked], scratc
         tree.add("etc/passwd", ImageFile("file", 0o644, passwd))
         tree.add("etc/group", ImageFile("file", 0o644, group))
     overlay_files(tree, files)
+    if notes is not None:
+        notes.extend(asm.notes)
     return tree

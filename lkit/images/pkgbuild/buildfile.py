@@ -1,4 +1,9 @@
-"""build.yml: its format (see the package's docstring), read and strictly validated into a BuildSpec."""
+"""build.yml: its format (see the package's docstring), read and strictly validated into a BuildSpec.
+
+One build.yml serves every architecture: `{arch}` in a package name, a `via`/`match` or a take path
+stands for the Debian architecture being built (amd64, arm64), and a kernel item may add modules
+for one architecture (`arm64: [gpio_keys, ...]`). load_build reads it for one architecture.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.images import debian
 from lkit.spec import schema
 from lkit.spec.yamlmarks import YamlNode, load_yaml
@@ -18,6 +25,7 @@ NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
+ARCH_PLACEHOLDER = "{arch}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class BuildSpec:
     files: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
     label: dict[str, Any] | None = None
+    arch: Arch = arch_table.DEFAULT
 
     @property
     def ref(self) -> str:
@@ -73,15 +82,17 @@ class BuildSpec:
         return self.directory.name
 
 
-def _abs_path(node: YamlNode) -> str:
+def _abs_path(node: YamlNode, arch: Arch | None = None) -> str:
     text = node.as_str()
+    if arch is not None:
+        text = text.replace(ARCH_PLACEHOLDER, arch.debian)
     if not text.startswith("/") or "\0" in text or ".." in text.split("/"):
         raise node.error(f"{text!r} must be an absolute path without '..'")
     return text
 
 
-def _src_dest(node: YamlNode) -> tuple[str, str]:
-    text = node.as_str()
+def _src_dest(node: YamlNode, arch: Arch) -> tuple[str, str]:
+    text = node.as_str().replace(ARCH_PLACEHOLDER, arch.debian)
     src, _, dest = text.partition(":")
     for part in (src, dest or src):
         if not part.startswith("/") or ".." in part.split("/"):
@@ -89,7 +100,7 @@ def _src_dest(node: YamlNode) -> tuple[str, str]:
     return src, dest or src
 
 
-def _parse_take(node: YamlNode) -> Take:
+def _parse_take(node: YamlNode, arch: Arch) -> Take:
     item = node.mapping(allowed=TAKE_KINDS)
     if len(item) != 1:
         raise node.error("each take item has exactly one key", hint="one of: " + ", ".join(TAKE_KINDS))
@@ -99,7 +110,7 @@ def _parse_take(node: YamlNode) -> Take:
         items = value.sequence()
         if not items:
             raise value.error("must not be empty")
-        return Take(kind, [_src_dest(i) for i in items], where)
+        return Take(kind, [_src_dest(i, arch) for i in items], where)
     if kind == "libraries":
         names = value.as_str_list()
         for i, n in zip(value.sequence(), names):
@@ -107,15 +118,20 @@ def _parse_take(node: YamlNode) -> Take:
                 raise i.error(f"{n!r}: give a soname such as libseccomp.so.2, not a path")
         return Take(kind, names, where)
     if kind == "busybox":
-        return Take(kind, _abs_path(value), where)
+        return Take(kind, _abs_path(value, arch), where)
     if kind == "certificates":
         f = value.mapping(allowed=("from", "to"), required=("from", "to"))
-        return Take(kind, (_abs_path(f["from"]), _abs_path(f["to"])), where)
-    f = value.mapping(allowed=("modules",), required=("modules",))
+        return Take(kind, (_abs_path(f["from"], arch), _abs_path(f["to"], arch)), where)
+    # kernel: `modules` for every architecture, plus `<arch>: [...]` for one
+    f = value.mapping(allowed=("modules", *arch_table.NAMES), required=("modules",))
     mods = f["modules"].as_str_list()
     if not mods:
         raise f["modules"].error("must not be empty")
-    return Take(kind, [m.replace("-", "_") for m in mods], where)
+    extra = f[arch.name].as_str_list() if arch.name in f else []
+    for name in arch_table.NAMES:
+        if name in f:
+            f[name].as_str_list()  # every architecture's list is checked, not only the one built
+    return Take(kind, [m.replace("-", "_") for m in mods + extra], where)
 
 
 def _parse_user(name: str, node: YamlNode) -> User:
@@ -154,8 +170,8 @@ def _parse_config(node: YamlNode) -> dict[str, Any]:
     return out
 
 
-def load_build(directory: Path) -> BuildSpec:
-    """Read and strictly validate DIR/build.yml (SpecError with file:line and field)."""
+def load_build(directory: Path, arch: Arch = arch_table.DEFAULT) -> BuildSpec:
+    """Read and strictly validate DIR/build.yml for `arch` (SpecError with file:line and field)."""
     directory = Path(directory)
     path = directory / "build.yml"
     doc = load_yaml(path)
@@ -170,18 +186,19 @@ def load_build(directory: Path) -> BuildSpec:
     for item in top["packages"].sequence():
         if isinstance(item.value, dict):
             f = item.mapping(allowed=("via", "match"), required=("via", "match"))
-            ref = PackageRef(via=f["via"].as_str(), match=f["match"].as_str(), line=item.line)
+            ref = PackageRef(via=f["via"].as_str().replace(ARCH_PLACEHOLDER, arch.debian),
+                             match=f["match"].as_str().replace(ARCH_PLACEHOLDER, arch.debian), line=item.line)
             if not PKG_RE.match(ref.via or ""):
                 raise f["via"].error(f"invalid Debian package name {ref.via!r}")
         else:
-            name = item.as_str()
+            name = item.as_str().replace(ARCH_PLACEHOLDER, arch.debian)
             if not PKG_RE.match(name):
                 raise item.error(f"invalid Debian package name {name!r}", hint="e.g. busybox-static (no version)")
             ref = PackageRef(name=name, line=item.line)
         packages.append(ref)
     if not packages:
         raise top["packages"].error("must list at least one package")
-    take = [_parse_take(item) for item in top["take"].sequence()]
+    take = [_parse_take(item, arch) for item in top["take"].sequence()]
     if not take:
         raise top["take"].error("must not be empty")
     dirs: list[tuple[str, int]] = []
@@ -206,4 +223,4 @@ def load_build(directory: Path) -> BuildSpec:
         fields = top["label"].mapping(allowed=tuple(schema.IMAGE_FIELDS))
         schema.image_config(top["label"], fields)  # validate exactly as a spec entry is validated
         label = top["label"].plain()
-    return BuildSpec(directory, image, tag, packages, take, dirs, users, files, config, label)
+    return BuildSpec(directory, image, tag, packages, take, dirs, users, files, config, label, arch)
