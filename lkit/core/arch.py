@@ -36,6 +36,13 @@ class Arch:
     efi_name: str             # EFI removable-media suffix: BOOT{X64,AA64}.EFI, linux{x64,aa64}.efi.stub
     firmware_package: str     # the Debian package with this architecture's UEFI firmware
     formats: frozenset[str]   # the output formats lkit builds for it
+    # -- the machine layer and the EFI writers --
+    firmware_machine: str = "pc-q35-7.2"   # the machine type matched against QEMU's firmware descriptors
+    channel: str = "ttyS1"    # the guest device of the command channel (a second UART, or a virtio console)
+    pe_machine: int = 0x8664  # PE/COFF Machine of this architecture's EFI binaries
+    objcopy: str = "objcopy"  # an objcopy that writes this architecture's PE files (binutils' is x86 only)
+    objcopy_package: str = "binutils"
+    uefi_always: bool = False # direct kernel boots go through UEFI too (ACPI: QMP system_powerdown works)
 
     @property
     def efi_boot_file(self) -> str:
@@ -63,7 +70,14 @@ ARM64 = Arch(
     qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", qemu_machine="virt",
     tcg_cpu="cortex-a57",  # `max` adds pointer authentication, which TCG emulates slowly
     console="ttyAMA0", efi_name="aa64", firmware_package="qemu-efi-aarch64",
-    formats=_ALL_FORMATS - BIOS_FORMATS)
+    formats=_ALL_FORMATS - BIOS_FORMATS,
+    firmware_machine="virt-7.2",
+    channel="hvc0",           # virt has one UART (the console): the channel is a virtconsole port
+    # Under the device tree (no firmware) virt's power button is gpio-keys, which Debian's cloud
+    # kernel lacks (KEYBOARD_GPIO unset); through AAVMF the kernel gets ACPI, whose GED power button
+    # is built in: system_powerdown works for +0.7 s of firmware under TCG.
+    uefi_always=True,
+    pe_machine=0xAA64, objcopy="aarch64-linux-gnu-objcopy", objcopy_package="binutils-aarch64-linux-gnu")
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (AMD64, ARM64)}
 NAMES: tuple[str, ...] = tuple(ARCHES)
