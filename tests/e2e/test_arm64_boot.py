@@ -85,3 +85,66 @@ def test_screendump_has_a_display(guest: SampleGuest, tmp_path: Path) -> None:
         m.wait_for_marker("shell", 120)
         png = m.screendump(tmp_path / "screen.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _root_tar(guest: SampleGuest, work: Path) -> Path:
+    """The test guest's initrd as a root file system tar, with the modules stage 1 of kernel+squashfs
+    needs (virtio_blk and squashfs from the arm64 kernel package, the virtio chain from the guest)
+    under lib/modules/VERSION/ as a kernel image lays them out."""
+    import gzip
+    import subprocess
+    import tarfile
+
+    from lkit.build.outputs._archfiles import package_file
+    from lkit.machine.testguest import _kernel_package
+
+    pkg = _kernel_package(ARM64)                          # linux-image-6.1.0-N-cloud-arm64
+    kver = pkg.removeprefix("linux-image-")
+    root = work / "root"
+    root.mkdir(parents=True)
+    subprocess.run(["cpio", "-idm", "--quiet"], input=gzip.decompress(guest.initrd.read_bytes()), cwd=root,
+                   check=True, timeout=60)
+    mods = root / "lib/modules" / kver / "kernel"
+    mods.mkdir(parents=True)
+    for rel in ("drivers/block/virtio_blk.ko", "fs/squashfs/squashfs.ko"):
+        shutil.copyfile(package_file(f"/lib/modules/{kver}/kernel/{rel}", pkg, ARM64), mods / Path(rel).name)
+    for ko in (guest.kernel.parent / "modules").glob("*.ko"):
+        shutil.copyfile(ko, mods / ko.name)
+    tar_path = work / "root.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for p in sorted(root.rglob("*")):
+            tar.add(p, str(p.relative_to(root)), recursive=False)
+    return tar_path
+
+
+def test_kernel_squashfs_boots_with_an_arm64_stage1(guest: SampleGuest, tmp_path: Path) -> None:
+    """Stage 1 runs an aarch64 busybox (the root's own static one here), loads virtio_blk and
+    squashfs, mounts /dev/vda and switches to the root's /init."""
+    tar = _root_tar(guest, tmp_path / "src")
+    files = BootFiles(name="arm", kernel=guest.kernel, initrd=guest.initrd, cmdline=guest.cmdline,
+                      rootfs_tar=lambda: tar, workdir=tmp_path / "w", arch=ARM64)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = get_format("kernel+squashfs").write(files, out)
+    m = _boot_and_power_off(boot_target("kernel+squashfs", written), tmp_path / "vm")
+    assert "lkit-stage1: root /dev/vda on tmpfs" in m.console_text()
+
+
+def test_stage1_without_a_root_busybox_takes_debians_arm64_one(tmp_path: Path) -> None:
+    """No busybox in the root: stage 1 gets busybox-static:arm64 at the host's busybox-static version,
+    never the host's x86_64 binary."""
+    import gzip
+    import subprocess
+    import tarfile
+
+    from lkit.build.outputs import kernel_squashfs
+
+    empty = tmp_path / "root.tar"
+    with tarfile.open(empty, "w"):
+        pass
+    with tarfile.open(empty) as tar:
+        cpio = gzip.decompress(kernel_squashfs.stage1_initrd(tar, ARM64))
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["cpio", "-idm", "--quiet"], input=cpio, cwd=out, check=True, timeout=60)
+    assert kernel_squashfs._is_static_elf((out / "bin/busybox").read_bytes(), ARM64)

@@ -12,6 +12,7 @@ $XDG_CACHE_HOME/lkit/arch-files/ARCH/PACKAGE_VERSION/PATH.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -34,7 +35,13 @@ def package_file(path: str, package: str, arch: Arch) -> Path:
 
     version = package_version(package)
     if version == "unknown":   # not installed on the host: the foreign package's candidate
-        version = debian.candidate_version(f"{package}:{arch.debian}")
+        debian.check_apt_lists()
+        policy = debian._run(["apt-cache", "policy", "--", f"{package}:{arch.debian}"]).stdout
+        found = re.search(r"^\s+Candidate:\s*(\S+)", policy, re.M)
+        if found is None or found.group(1) == "(none)":
+            raise InfraError(f"Debian package {package}:{arch.debian} has no installable candidate version",
+                             hint=f"dpkg --add-architecture {arch.debian} && apt-get update")
+        version = found.group(1)
     cached = cache_dir() / arch.debian / f"{package}_{version.replace(':', '%3a')}" / path.lstrip("/")
     if cached.is_file():
         return cached
