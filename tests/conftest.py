@@ -17,7 +17,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 E2E_FOLDERS = (TESTS / "e2e",)
 BOOT_FIXTURES = frozenset({"targets", "base_target"})  # tests/reliability: build a guest to boot it
-QEMU_NAMES = ("qemu-system-x86_64",)
+QEMU_NAMES = ("qemu-system-x86_64", "qemu-system-aarch64")
 _STUB_DIR = pytest.StashKey[Path]()
 
 

@@ -44,6 +44,14 @@ class Arch:
     tcg_boot_factor: float    # its guests' boot time under TCG on an amd64 host over an amd64 guest's
                               # (bench/boot.py; shards weigh groups with no baseline by it)
 
+    # -- the machine layer and the EFI writers --
+    firmware_machine: str = "pc-q35-7.2"   # the machine type matched against QEMU's firmware descriptors
+    channel: str = "ttyS1"    # the guest device of the command channel (a second UART, or a virtio console)
+    pe_machine: int = 0x8664  # PE/COFF Machine of this architecture's EFI binaries
+    objcopy: str = "objcopy"  # an objcopy that writes this architecture's PE files (binutils' is x86 only)
+    objcopy_package: str = "binutils"
+    uefi_always: bool = False # direct kernel boots go through UEFI too (ACPI: QMP system_powerdown works)
+
     @property
     def lib_dirs(self) -> tuple[str, ...]:
         """Where the dynamic loader finds this architecture's libraries in a Debian tree, in its order."""
@@ -77,7 +85,14 @@ ARM64 = Arch(
     qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", qemu_machine="virt",
     tcg_cpu="cortex-a57",  # `max` adds pointer authentication, which TCG emulates slowly
     console="ttyAMA0", efi_name="aa64", firmware_package="qemu-efi-aarch64",
-    formats=_ALL_FORMATS - BIOS_FORMATS, tcg_boot_factor=2.0)
+    formats=_ALL_FORMATS - BIOS_FORMATS, tcg_boot_factor=2.0,
+    firmware_machine="virt-7.2",
+    channel="hvc0",           # virt has one UART (the console): the channel is a virtconsole port
+    # Under the device tree (no firmware) virt's power button is gpio-keys, which Debian's cloud
+    # kernel lacks (KEYBOARD_GPIO unset); through AAVMF the kernel gets ACPI, whose GED power button
+    # is built in: system_powerdown works for +0.7 s of firmware under TCG.
+    uefi_always=True,
+    pe_machine=0xAA64, objcopy="aarch64-linux-gnu-objcopy", objcopy_package="binutils-aarch64-linux-gnu")
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (AMD64, ARM64)}
 NAMES: tuple[str, ...] = tuple(ARCHES)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.errors import InfraError, LkitError
 
 
@@ -56,40 +58,45 @@ def cache_path() -> Path:
 
 
 def qemu_version(qemu: str) -> str:
+    arch = next((a for a in arch_table.ARCHES.values() if a.qemu == Path(qemu).name), arch_table.DEFAULT)
     try:
         out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10, check=True)
     except FileNotFoundError:
         raise InfraError(f"QEMU not found: {qemu}",
-                         hint="install the Debian package qemu-system-x86 (apt-get install qemu-system-x86)") from None
+                         hint=f"install the Debian package {arch.qemu_package} "
+                              f"(apt-get install {arch.qemu_package})") from None
     except (subprocess.SubprocessError, OSError) as exc:
         raise InfraError(f"cannot run {qemu} --version: {exc}") from exc
     return out.stdout.splitlines()[0].strip() if out.stdout else "unknown"
 
 
-def cache_key(qemu: str) -> str:
-    return "|".join((qemu_version(qemu), os.uname().release, str(os.access("/dev/kvm", os.R_OK | os.W_OK))))
+def cache_key(qemu: str, arch: Arch = arch_table.DEFAULT) -> str:
+    key = "|".join((qemu_version(qemu), os.uname().release, str(os.access("/dev/kvm", os.R_OK | os.W_OK))))
+    return key if arch == arch_table.DEFAULT else f"{key}|{arch.name}"
 
 
-def default_probe_kernel() -> Path | None:
+def default_probe_kernel(arch: Arch = arch_table.DEFAULT) -> Path | None:
     """A kernel to probe with when the target has none of its own (ISO/disk formats)."""
     env = os.environ.get("LKIT_PROBE_KERNEL")
     candidates = [Path(env)] if env else []
     candidates.append(Path(f"/boot/vmlinuz-{os.uname().release}"))
     from lkit.machine.testguest import cached_kernel  # cached Debian cloud kernel, if downloaded
-    cached = cached_kernel()
+    cached = cached_kernel(arch)
     if cached is not None:
         candidates.append(cached)
     return next((c for c in candidates if c.is_file() and os.access(c, os.R_OK)), None)
 
 
-def probe_kvm(kernel: Path, qemu: str = "qemu-system-x86_64", timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+def probe_kvm(kernel: Path, qemu: str = "qemu-system-x86_64", timeout: float = PROBE_TIMEOUT,
+              arch: Arch = arch_table.DEFAULT) -> tuple[bool, str]:
     """Boot `kernel` under KVM with no root: True if it gets to mounting root within `timeout`."""
     with tempfile.TemporaryDirectory(prefix="lkit-probe-") as tmp:
         log = Path(tmp) / "console"
+        machine = f"{arch.qemu_machine},accel=kvm" + (",gic-version=host" if arch.qemu_machine == "virt" else "")
         argv = [qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                "-machine", "q35,accel=kvm", "-cpu", "host", "-m", "256",
+                "-machine", machine, "-cpu", "host", "-m", "256",
                 "-chardev", f"file,id=c0,path={str(log).replace(',', ',,')}", "-serial", "chardev:c0",
-                "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"]
+                "-kernel", str(kernel), "-append", f"console={arch.console} panic=-1 root=/dev/nonexistent"]
         with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) as proc:
             try:
@@ -123,30 +130,43 @@ def env_multiplier(text: str) -> float:
     return value
 
 
-def resolve(requested: str = "auto", *, kernel: Path | None = None, qemu: str = "qemu-system-x86_64",
-            multiplier: float | None = None, use_cache: bool = True) -> AccelChoice:
-    """The accelerator to use and its timeout multiplier (LKIT_TIMEOUT_MULTIPLIER overrides)."""
+def resolve(requested: str = "auto", *, kernel: Path | None = None, qemu: str | None = None,
+            multiplier: float | None = None, use_cache: bool = True,
+            arch: Arch = arch_table.DEFAULT) -> AccelChoice:
+    """The accelerator to use and its timeout multiplier (LKIT_TIMEOUT_MULTIPLIER overrides).
+
+    KVM runs only guests of the host's own architecture: for another one (arm64 on an x86_64 host)
+    `auto` is TCG without a probe or a warning, and an explicit `kvm` is an InfraError."""
+    qemu = qemu or arch.qemu
     env_mult = os.environ.get(MULTIPLIER_ENV)
     if multiplier is None and env_mult:
         multiplier = env_multiplier(env_mult)
     requested = (requested or AUTO).lower()
     if requested not in CHOICES:
         raise InfraError(f"unknown accelerator {requested!r}", hint="use auto, kvm or tcg")
+    host = arch_table.host()
+    if arch != host:
+        if requested == Accel.KVM:
+            raise InfraError(f"KVM cannot run {arch.name} guests on this {host.name} host",
+                             hint="use --accel tcg (or auto), or run on a host of that architecture")
+        return AccelChoice(Accel.TCG, multiplier or MULTIPLIERS[Accel.TCG],
+                           f"{arch.name} guest on a {host.name} host: TCG emulation")
     if requested != AUTO:
         return AccelChoice(Accel(requested), multiplier or MULTIPLIERS[Accel(requested)], "requested")
-    ok, reason = _kvm_verdict(qemu, kernel, use_cache)
+    ok, reason = _kvm_verdict(qemu, kernel, use_cache, arch)
     accel = Accel.KVM if ok else Accel.TCG
     if not ok:
         _warn_once(reason)
     return AccelChoice(accel, multiplier or MULTIPLIERS[accel], reason)
 
 
-def _kvm_verdict(qemu: str, kernel: Path | None, use_cache: bool) -> tuple[bool, str]:
+def _kvm_verdict(qemu: str, kernel: Path | None, use_cache: bool,
+                 arch: Arch = arch_table.DEFAULT) -> tuple[bool, str]:
     if not os.path.exists("/dev/kvm"):
         return False, "/dev/kvm does not exist"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is not readable and writable by this user"
-    key = cache_key(qemu)
+    key = cache_key(qemu, arch)
     path = cache_path()
     if use_cache:
         try:
@@ -155,10 +175,11 @@ def _kvm_verdict(qemu: str, kernel: Path | None, use_cache: bool) -> tuple[bool,
                 return bool(cached["kvm"]), str(cached["reason"]) + " (cached verdict)"
         except (OSError, ValueError, KeyError):
             pass
-    probe_kernel = kernel or default_probe_kernel()
+    probe_kernel = kernel or default_probe_kernel(arch)
     if probe_kernel is None:
         return False, "no kernel available to prove KVM works (set LKIT_PROBE_KERNEL)"
-    ok, reason = probe_kvm(probe_kernel, qemu)
+    ok, reason = probe_kvm(probe_kernel, qemu) if arch == arch_table.DEFAULT else \
+        probe_kvm(probe_kernel, qemu, arch=arch)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

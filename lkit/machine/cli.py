@@ -18,6 +18,7 @@ import tty
 from collections.abc import Iterator
 from pathlib import Path
 
+from lkit.core import arch as arch_table
 from lkit.errors import MachineError
 from lkit.machine import accel
 from lkit.machine.artifacts import FORMAT_KINDS, boot_target, expand_prefix, guess_format
@@ -43,6 +44,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                         "with `lkit build --sign` boots; an unsigned one is refused)")
     p.add_argument("--sign-keys", type=Path, metavar="DIR", help="enrol DIR/pk.crt, kek.crt, db.crt instead")
     p.add_argument("--tpm", action="store_true", help="give the VM a software TPM 2.0 (swtpm)")
+    p.add_argument("--arch", choices=arch_table.NAMES, default=arch_table.DEFAULT.name,
+                   help="the guest's architecture (default amd64; arm64 runs under TCG on an x86_64 host)")
     p.set_defaults(func=run_command)
 
 
@@ -98,7 +101,7 @@ def run_command(args: argparse.Namespace) -> int:
             keys = keys_in(args.sign_keys) if args.sign_keys else generated_keys()
         machine = stack.enter_context(Machine(target, workdir=workdir, accel=args.accel, memory_mb=args.mem,
                                               cpus=args.cpus, publish=publish, secure_boot=keys is not None,
-                                              keys=keys, tpm=args.tpm))
+                                              keys=keys, tpm=args.tpm, arch=arch_table.get(args.arch)))
         for guest, host in sorted(machine.forwards.items()):
             print(f"lkit: 127.0.0.1:{host} -> guest port {guest}", file=sys.stderr)
         stop = {"flag": False}

@@ -1,6 +1,7 @@
 """UEFI firmware (OVMF) found the portable way: QEMU's firmware descriptors (docs/interop/firmware.json).
 
-Pick: x86_64, interface uefi, no secure boot (no `secure-boot`/`enrolled-keys`/`requires-smm`), a
+Pick, for the guest's architecture (x86_64 + a q35 machine for amd64, aarch64 + virt for arm64: AAVMF
+from qemu-efi-aarch64): interface uefi, no secure boot (no `secure-boot`/`enrolled-keys`/`requires-smm`), a
 q35 machine, flash mapping. Each VM gets its own copy of the VARS template (the firmware writes to it).
 
 Secure Boot (`find_ovmf(secure_boot=True)`): the descriptor with `secure-boot` and `requires-smm` but
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.core.secureboot import OWNER_GUID, KeySet
 from lkit.errors import InfraError
 
@@ -58,9 +61,12 @@ def _descriptors(dirs: Iterable[Path]) -> list[Path]:
     return [chosen[k] for k in sorted(chosen)]
 
 
-def choose(descriptor: dict[str, Any], machine: str = "pc-q35-7.2", *, secure_boot: bool = False) -> bool:
-    """Whether one parsed descriptor fits: x86_64 UEFI, q35, flash, not secure boot (or, with
-    `secure_boot`, secure boot with SMM and an empty variable store: lkit enrols its own keys)."""
+def choose(descriptor: dict[str, Any], machine: str | None = None, *, secure_boot: bool = False,
+           arch: Arch = arch_table.DEFAULT) -> bool:
+    """Whether one parsed descriptor fits: UEFI for `arch` (x86_64 on q35, aarch64 on virt), flash,
+    not secure boot (or, with `secure_boot`, secure boot with SMM and an empty variable store: lkit
+    enrols its own keys)."""
+    machine = machine or arch.firmware_machine
     if "uefi" not in descriptor.get("interface-types", []):
         return False
     features = set(descriptor.get("features", []))
@@ -72,22 +78,24 @@ def choose(descriptor: dict[str, Any], machine: str = "pc-q35-7.2", *, secure_bo
     mapping = descriptor.get("mapping", {})
     if mapping.get("device") != "flash" or "nvram-template" not in mapping:
         return False
-    return any(t.get("architecture") == "x86_64"
+    return any(t.get("architecture") == arch.kernel_name
                and any(fnmatch.fnmatch(machine, m) for m in t.get("machines", []))
                for t in descriptor.get("targets", []))
 
 
-def find_ovmf(dirs: Iterable[Path] = DESCRIPTOR_DIRS, machine: str = "pc-q35-7.2", *,
-              secure_boot: bool = False) -> Firmware:
-    """The first matching firmware whose files exist; InfraError says what to install otherwise."""
+def find_ovmf(dirs: Iterable[Path] = DESCRIPTOR_DIRS, machine: str | None = None, *,
+              secure_boot: bool = False, arch: Arch = arch_table.DEFAULT) -> Firmware:
+    """The first matching firmware for `arch` whose files exist (OVMF for amd64, AAVMF for arm64);
+    InfraError says what to install otherwise."""
     dirs = list(dirs)
+    machine = machine or arch.firmware_machine
     seen: list[str] = []
     for path in _descriptors(dirs):
         try:
             desc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not choose(desc, machine, secure_boot=secure_boot):
+        if not choose(desc, machine, secure_boot=secure_boot, arch=arch):
             continue
         mapping = desc["mapping"]
         code = Path(mapping["executable"]["filename"])
@@ -98,9 +106,12 @@ def find_ovmf(dirs: Iterable[Path] = DESCRIPTOR_DIRS, machine: str = "pc-q35-7.2
         seen.append(f"{path} names missing files")
     kind = "with Secure Boot (SMM, no enrolled keys)" if secure_boot else "without secure boot"
     raise InfraError(
-        f"no UEFI firmware for x86_64/q35 {kind} found in QEMU's firmware descriptors ("
+        f"no UEFI firmware for {arch.kernel_name}/{arch.qemu_machine} {kind} found in QEMU's firmware descriptors ("
         + ", ".join(str(d) for d in dirs) + ")" + (": " + "; ".join(seen) if seen else ""),
-        hint="install the Debian package `ovmf` (apt-get install ovmf)")
+        hint=f"install the Debian package `{arch.firmware_package}` (apt-get install {arch.firmware_package})")
+
+
+find_firmware = find_ovmf   # the arch-neutral name
 
 
 def enrolled_vars(fw: Firmware, keys: KeySet, cache: Path) -> Path:

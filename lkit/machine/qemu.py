@@ -1,8 +1,13 @@
 """The QEMU command line for one VM, built as an argument list (never a shell string).
 
-Every VM starts paused (-S) with QMP and both serial ports (ttyS0 console, ttyS1 command channel) on
-unix sockets in a private short directory, so the host connects before the first instruction runs and
-nothing the guest prints is lost.
+Every VM starts paused (-S) with QMP, the console and the command channel on unix sockets in a
+private short directory, so the host connects before the first instruction runs and nothing the guest
+prints is lost.
+
+amd64: q35, two UARTs (ttyS0 console, ttyS1 command channel), IDE CD-ROM, VGA.
+arm64: virt (GICv3), one PL011 UART (ttyAMA0, the console); the command channel is a virtconsole port
+on virtio-serial-pci (/dev/hvc0 in the guest); CD-ROMs are scsi-cd on virtio-scsi-pci (virt has no
+IDE; AAVMF boots from it); the display, when asked for, is virtio-gpu-pci; pvpanic is its PCI variant.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import AMD64, Arch
 from lkit.core.formats import BootKind
 from lkit.machine.accel import Accel
 from lkit.machine.artifacts import BootTarget
@@ -62,11 +69,12 @@ class QemuConfig:
     firmware_vars: Path | None = None       # ... and this VM's private VARS copy
     secure_boot: bool = False               # SMM firmware (Secure Boot): smm=on, pflash writable only from SMM
     tpm: tuple[str, ...] = ()               # a TPM's QEMU arguments (lkit.machine.tpm.SwTpm.argv)
-    qemu: str = "qemu-system-x86_64"
+    qemu: str | None = None                 # the QEMU binary (default: the architecture's)
     vga: bool = True                        # a display device, so screendump has something to dump
     user_net: bool = True                   # the user-mode NIC (net0, eth0): host port forwards
     lan: LanPort | None = None              # a second NIC on a private segment (lkit.machine.lan)
     extra: tuple[str, ...] = field(default_factory=tuple)
+    arch: Arch = arch_table.DEFAULT         # the guest's architecture (QEMU binary, machine, devices)
 
 
 def _q(path: Path | str) -> str:
@@ -74,13 +82,20 @@ def _q(path: Path | str) -> str:
     return str(path).replace(",", ",,")
 
 
-def machine_type(target: BootTarget) -> str:
-    return "q35"
+def uses_uefi(target: BootTarget, arch: Arch = AMD64) -> bool:
+    """Whether this VM boots through UEFI firmware (EFI formats; every format on arm64)."""
+    return target.efi or arch.uefi_always
+
+
+def machine_type(target: BootTarget, arch: Arch = AMD64) -> str:
+    return arch.qemu_machine
 
 
 def build_argv(cfg: QemuConfig) -> list[str]:
+    if cfg.arch.name != AMD64.name:
+        return _build_argv_virt(cfg)
     t = cfg.target
-    argv = [cfg.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-S",
+    argv = [cfg.qemu or cfg.arch.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-S",
             "-name", f"lkit-{t.format}",
             "-machine", f"{machine_type(t)},{'smm=on,' if cfg.secure_boot and t.efi else ''}accel={cfg.accel}",
             "-m", str(cfg.memory_mb), "-smp", str(cfg.cpus)]
@@ -125,6 +140,63 @@ def build_argv(cfg: QemuConfig) -> list[str]:
     argv += ["-device", "virtio-rng-pci", "-device", "pvpanic"]
     if cfg.vga:
         argv += ["-device", "VGA"]
+    argv += list(cfg.extra)
+    return argv
+
+
+def _build_argv_virt(cfg: QemuConfig) -> list[str]:
+    """An Arm `virt` machine (arm64): PL011 console, virtconsole channel, virtio-pci everything."""
+    t, arch = cfg.target, cfg.arch
+    if cfg.secure_boot:
+        raise ValueError(f"Secure Boot firmware is not supported for {arch.name} guests")
+    gic = "host" if cfg.accel == Accel.KVM else "3"
+    argv = [cfg.qemu or arch.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-S",
+            "-name", f"lkit-{t.format}",
+            "-machine", f"{arch.qemu_machine},gic-version={gic},accel={cfg.accel}",
+            "-cpu", "host" if cfg.accel == Accel.KVM else arch.tcg_cpu,
+            "-m", str(cfg.memory_mb), "-smp", str(cfg.cpus)]
+    argv += ["-qmp", f"unix:{_q(cfg.sockets.qmp)},server=on,wait=off"]
+    argv += ["-chardev", f"socket,id=ser0,path={_q(cfg.sockets.console)},server=on,wait=off",
+             "-serial", "chardev:ser0",
+             "-chardev", f"socket,id=ser1,path={_q(cfg.sockets.channel)},server=on,wait=off",
+             "-device", "virtio-serial-pci,id=vser0",
+             "-device", "virtconsole,chardev=ser1,bus=vser0.0,id=lkit-channel"]
+    if uses_uefi(t, arch):
+        if cfg.firmware_code is None or cfg.firmware_vars is None:
+            raise ValueError("EFI target needs firmware_code and firmware_vars")
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(cfg.firmware_code)}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={_q(cfg.firmware_vars)}"]
+    if t.kind == BootKind.DIRECT:
+        assert t.kernel is not None
+        argv += ["-kernel", str(t.kernel)]
+        if t.initrd is not None:
+            argv += ["-initrd", str(t.initrd)]
+        if t.cmdline:
+            argv += ["-append", t.cmdline]
+        if t.squashfs is not None:
+            argv += ["-drive", f"file={_q(t.squashfs)},format=raw,if=virtio,readonly=on"]
+    elif t.kind == BootKind.CDROM:
+        assert t.cdrom is not None
+        argv += ["-device", "virtio-scsi-pci,id=scsi0",
+                 "-drive", f"file={_q(t.cdrom)},format=raw,media=cdrom,readonly=on,if=none,id=cd0",
+                 "-device", "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0"]
+    elif t.kind == BootKind.DISK:
+        assert t.disk is not None
+        argv += ["-drive", f"file={_q(t.disk)},format={t.disk_format},if=none,id=disk0,snapshot=on",
+                 "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]
+    else:
+        raise ValueError(f"unknown boot kind {t.kind}")
+    if cfg.user_net:
+        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{p.host_port}-:{p.guest_port}" for p in cfg.forwards)
+        argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile="]
+    elif cfg.forwards:
+        raise ValueError("port forwards need the user-mode NIC")
+    if cfg.lan is not None:
+        argv += cfg.lan.argv()
+    argv += [a.replace("tpm-tis,", "tpm-tis-device,") for a in cfg.tpm]   # virt has no ISA bus: the sysbus TIS
+    argv += ["-device", "virtio-rng-pci", "-device", "pvpanic-pci"]
+    if cfg.vga:
+        argv += ["-device", "virtio-gpu-pci"]
     argv += list(cfg.extra)
     return argv
 

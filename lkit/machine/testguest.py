@@ -2,8 +2,14 @@
 and the boot benchmark's floor. Downloads are cached under $XDG_CACHE_HOME/lkit/test-guest.
 
 The initrd follows lkit's guest boot contract closely enough to exercise the machine layer: the
-console markers, lkit-agent on ttyS1, a root shell on ttyS0, virtio-net up as 10.0.2.15, and busybox
-acpid powering off on the ACPI power button.
+console markers, lkit-agent on the channel device (ttyS1; hvc0 on arm64), a root shell on the console
+(ttyS0; ttyAMA0 on arm64), virtio-net up as 10.0.2.15, and busybox acpid powering off on the ACPI
+power button.
+
+Architectures: `sample_guest(arch=ARM64)` builds the same guest from Debian's arm64 packages
+(linux-image-cloud-arm64, busybox-static:arm64, fetched with `apt-get download PKG:arm64`), so the
+machine layer boots arm64 before any arm64 image exists. A foreign busybox cannot run on the host to
+list its applets: its init installs the applet links itself (`busybox --install -s`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lkit.core import arch as arch_table
 from lkit.core import buildtime
+from lkit.core.arch import Arch
 from lkit.errors import InfraError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +35,14 @@ AGENT = REPO / "fixtures/pkgs/init/files/usr/sbin/lkit-agent"
 NET_MODULES = ("virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
                "failover", "net_failover", "virtio_net")
 OTHER_MODULES = ("button", "evdev", "pvpanic", "pvpanic-mmio")
+# arm64: the channel is a virtconsole port (virtio_console); the power button arrives as an ACPI event
+# (built-in `button`) under UEFI, hence evdev for acpid.
+ARCH_MODULES = {"arm64": ("virtio_console", "evdev")}
+
+
+def modules_for(arch: Arch) -> tuple[str, ...]:
+    """The modules the test guest loads, in load order."""
+    return NET_MODULES + ARCH_MODULES.get(arch.name, OTHER_MODULES)
 EPOCH = buildtime.EPOCH
 
 INIT = r"""#!/bin/sh
@@ -49,7 +65,7 @@ if [ -e /sys/class/net/eth0 ]; then
 fi
 hostname lkit-test
 [ "$LKIT_SHELL_ONLY" = 1 ] || acpid -c /etc/acpi
-[ "$LKIT_SHELL_ONLY" = 1 ] || /usr/sbin/lkit-agent /dev/ttyS1 &
+[ "$LKIT_SHELL_ONLY" = 1 ] || /usr/sbin/lkit-agent @CHANNEL@ &
 echo "lkit: services started uptime=$(up)"
 echo "lkit: shell ready uptime=$(up)"
 while :; do setsid cttyhack sh -l; sleep 1; done
@@ -67,6 +83,7 @@ class SampleGuest:
     kernel: Path
     initrd: Path
     cmdline: str = "console=ttyS0 panic=-1 loglevel=6"
+    arch: Arch = arch_table.DEFAULT
 
     def files(self, tmp: Path, name: str = "test") -> list[Path]:
         """kernel+initrd outputs under LinuxKit's names (symlinks into the cache)."""
@@ -86,26 +103,34 @@ def cache_dir() -> Path:
     return base / "lkit" / "test-guest"
 
 
-def cached_kernel() -> Path | None:
+def cached_kernel(arch: Arch = arch_table.DEFAULT) -> Path | None:
     d = cache_dir()
-    found = sorted(d.glob("*/vmlinuz")) if d.is_dir() else []
+    found = sorted(p for p in d.glob("*/vmlinuz") if p.parent.name.endswith(f"-{arch.debian}")) \
+        if d.is_dir() else []
     return found[-1] if found else None
 
 
-def _kernel_package() -> str:
+def _apt_name(package: str, arch: Arch) -> str:
+    """`apt-get download` name: PKG for the host's architecture, PKG:ARCH for another one."""
+    return package if arch == arch_table.host() else f"{package}:{arch.debian}"
+
+
+def _kernel_package(arch: Arch = arch_table.DEFAULT) -> str:
+    meta = _apt_name(f"linux-image-cloud-{arch.debian}", arch)
     try:
-        out = subprocess.run(["apt-cache", "depends", "linux-image-cloud-amd64"], capture_output=True,
+        out = subprocess.run(["apt-cache", "depends", meta], capture_output=True,
                              text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        raise InfraError(f"apt-cache depends linux-image-cloud-amd64 failed: {exc}",
-                         hint="run on Debian 12 with apt sources for bookworm") from exc
-    m = re.search(r"Depends: (linux-image-\S+-cloud-amd64)", out)
+        raise InfraError(f"apt-cache depends {meta} failed: {exc}",
+                         hint="run on Debian 12 with apt sources for bookworm"
+                              + (f" and `dpkg --add-architecture {arch.debian}`" if ":" in meta else "")) from exc
+    m = re.search(rf"Depends: (linux-image-\S+-cloud-{arch.debian})", out)
     if not m:
-        raise InfraError("cannot find the cloud kernel package behind linux-image-cloud-amd64")
+        raise InfraError(f"cannot find the cloud kernel package behind {meta}")
     return m.group(1)
 
 
-def _download(packages: list[str], dest: Path) -> None:
+def _download(packages: list[str], dest: Path, arch: Arch = arch_table.DEFAULT) -> None:
     with tempfile.TemporaryDirectory(prefix="lkit-dl-") as tmp:
         os.chmod(tmp, 0o755)
         unpack = Path(tmp) / "x"
@@ -116,10 +141,10 @@ def _download(packages: list[str], dest: Path) -> None:
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(unpack)], check=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as exc:
             raise InfraError(f"apt-get download {' '.join(packages)} failed: {exc}") from exc
-        _install_parts(unpack, dest)
+        _install_parts(unpack, dest, arch)
 
 
-def _install_parts(unpack: Path, dest: Path) -> None:
+def _install_parts(unpack: Path, dest: Path, arch: Arch = arch_table.DEFAULT) -> None:
     """Copy vmlinuz, busybox and the wanted modules from unpacked packages into `dest`, atomically.
 
     Why a staging folder: `dest` appears whole or not at all; a failed copy removes it, so the cache
@@ -138,7 +163,7 @@ def _install_parts(unpack: Path, dest: Path) -> None:
         mods = staging / "modules"
         mods.mkdir()
         for ko in kver_dirs[0].rglob("*.ko"):
-            if ko.stem in NET_MODULES + OTHER_MODULES:
+            if ko.stem in modules_for(arch):
                 shutil.copy2(ko, mods / ko.name)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -152,20 +177,20 @@ def _install_parts(unpack: Path, dest: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def ensure_parts() -> Path:
-    """The cache dir holding vmlinuz, busybox and modules/ (downloaded once)."""
+def ensure_parts(arch: Arch = arch_table.DEFAULT) -> Path:
+    """The cache dir holding vmlinuz, busybox and modules/ (downloaded once per architecture)."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    existing = sorted(root.glob("*/vmlinuz"))
+    existing = sorted(p for p in root.glob("*/vmlinuz") if p.parent.name.endswith(f"-{arch.debian}"))
     try:
-        pkg = _kernel_package()
+        pkg = _kernel_package(arch)
     except InfraError:
         if existing:
             return existing[-1].parent
         raise
     dest = root / pkg
     if not (dest / "vmlinuz").exists():
-        _download([pkg, "busybox-static"], dest)
+        _download([_apt_name(pkg, arch), _apt_name("busybox-static", arch)], dest, arch)
     return dest
 
 
@@ -191,10 +216,12 @@ class _Cpio:
         return self.buf.getvalue()
 
 
-def build_initrd(parts: Path, *, shell_only: bool = False, extra_init: str = "") -> bytes:
+def build_initrd(parts: Path, *, shell_only: bool = False, extra_init: str = "",
+                 arch: Arch = arch_table.DEFAULT) -> bytes:
     busybox = (parts / "busybox").read_bytes()
+    native = arch == arch_table.host()
     applets = subprocess.run([str(parts / "busybox"), "--list-full"], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.split()
+                             check=True, timeout=30).stdout.split() if native else ["bin/sh"]
     c = _Cpio()
     dirs = {"bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "tmp", "etc",
             "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules", "root", "var", "var/log"}
@@ -205,13 +232,22 @@ def build_initrd(parts: Path, *, shell_only: bool = False, extra_init: str = "")
         if applet != "bin/busybox":
             c.add(applet, 0o120777, b"/bin/busybox")
     init = INIT.replace('echo "lkit: services started', extra_init + '\necho "lkit: services started')
+    init = init.replace("@CHANNEL@", f"/dev/{arch.channel}")
+    if not native:   # the applet links, made by the guest's own busybox (it needs /proc for that)
+        init = init.replace("export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n",
+                            "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n/bin/busybox mount -t proc proc /proc\n"
+                            "/bin/busybox --install -s\n/bin/busybox umount /proc\n", 1)
+    if arch.channel.startswith("hvc"):   # a virtio console: its node appears once virtio_console binds
+        init = init.replace("[ \"$LKIT_SHELL_ONLY\" = 1 ] || /usr/sbin/lkit-agent",
+                            f"i=0; while [ ! -c /dev/{arch.channel} ] && [ $i -lt 100 ]; do sleep 0.1; "
+                            f"i=$((i+1)); done\n[ \"$LKIT_SHELL_ONLY\" = 1 ] || /usr/sbin/lkit-agent", 1)
     if shell_only:
         init = init.replace("export PATH=", "LKIT_SHELL_ONLY=1\nexport PATH=")
     c.add("init", 0o100755, init.encode())
     c.add("etc/acpi/PWRF/00000080", 0o100755, POWEROFF.encode())
     c.add("etc/passwd", 0o100644, b"root:x:0:0:root:/root:/bin/sh\n")
     c.add("etc/group", 0o100644, b"root:x:0:\n")
-    mods = [] if shell_only else [m for m in NET_MODULES + OTHER_MODULES if (parts / "modules" / f"{m}.ko").exists()]
+    mods = [] if shell_only else [m for m in modules_for(arch) if (parts / "modules" / f"{m}.ko").exists()]
     c.add("etc/lkit-modules", 0o100644, ("\n".join(mods) + "\n").encode())
     for m in mods:
         c.add(f"lib/modules/{m}.ko", 0o100644, (parts / "modules" / f"{m}.ko").read_bytes())
@@ -219,13 +255,15 @@ def build_initrd(parts: Path, *, shell_only: bool = False, extra_init: str = "")
     return gzip.compress(c.finish(), compresslevel=6, mtime=EPOCH)
 
 
-def sample_guest(*, shell_only: bool = False, extra_init: str = "") -> SampleGuest:
-    """The cached test guest (kernel + initrd built once per content)."""
-    parts = ensure_parts()
-    key = hashlib.sha256(f"{shell_only}|{extra_init}|{INIT}|{POWEROFF}".encode() + AGENT.read_bytes()).hexdigest()[:16]
+def sample_guest(*, shell_only: bool = False, extra_init: str = "",
+                 arch: Arch = arch_table.DEFAULT) -> SampleGuest:
+    """The cached test guest of `arch` (kernel + initrd built once per content)."""
+    parts = ensure_parts(arch)
+    key = hashlib.sha256(f"{shell_only}|{extra_init}|{INIT}|{POWEROFF}|{arch.name}".encode()
+                         + AGENT.read_bytes()).hexdigest()[:16]
     initrd = parts / f"initrd-{key}.img"
     if not initrd.exists():
         tmp = initrd.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(build_initrd(parts, shell_only=shell_only, extra_init=extra_init))
+        tmp.write_bytes(build_initrd(parts, shell_only=shell_only, extra_init=extra_init, arch=arch))
         os.replace(tmp, initrd)
-    return SampleGuest(parts / "vmlinuz", initrd)
+    return SampleGuest(parts / "vmlinuz", initrd, f"console={arch.console} panic=-1 loglevel=6", arch)

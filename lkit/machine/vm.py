@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 from lkit.errors import InfraError, MachineError
 from lkit.machine import accel as accel_mod
 from lkit.machine.artifacts import BootTarget
@@ -33,7 +35,7 @@ from lkit.machine.channel import PROMPT, AgentChannel, ChannelMode, CommandResul
 from lkit.core.secureboot import KeySet, default_keys_dir
 from lkit.machine.firmware import enrolled_vars, find_ovmf
 from lkit.machine.lan import LanPort
-from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port
+from lkit.machine.qemu import PortForward, QemuConfig, Sockets, build_argv, default_cpus, free_port, uses_uefi
 from lkit.machine.qmp import QmpClient, QmpEvent
 from lkit.machine.stream import SerialStream
 from lkit.machine.timeline import MARKERS, Timeline, TimelineEntry
@@ -63,12 +65,12 @@ class Machine:
 
     def __init__(self, target: BootTarget, *, workdir: Path, accel: str = accel_mod.AUTO, memory_mb: int = 1024,
                  cpus: int | None = None, ports: Sequence[int] = (), timeout_multiplier: float | None = None,
-                 console_log: Path | None = None, qemu: str = "qemu-system-x86_64",
+                 console_log: Path | None = None, qemu: str | None = None,
                  channel: str = ChannelMode.AUTO, badness_ignore: Sequence[str] = (),
                  fail_on_badness: str = BadnessPolicy.FATAL, publish: dict[int, int] | None = None,
                  exit_shutdown_timeout: float = 15, lan: LanPort | None = None, user_net: bool = True,
                  name: str | None = None, address: str | None = None, secure_boot: bool = False,
-                 keys: KeySet | None = None, tpm: bool = False) -> None:
+                 keys: KeySet | None = None, tpm: bool = False, arch: Arch = arch_table.DEFAULT) -> None:
         if channel not in tuple(ChannelMode):
             raise ValueError("channel must be auto, agent or console")
         if fail_on_badness not in tuple(BadnessPolicy):
@@ -83,7 +85,8 @@ class Machine:
         self.publish = dict(publish or {})    # guest port -> fixed host port (`lkit run --publish`)
         self._multiplier_override = timeout_multiplier
         self.console_log = Path(console_log) if console_log else self.workdir / "console.log"
-        self.qemu = qemu
+        self.arch = arch                   # the guest's architecture: QEMU binary, machine, firmware, devices
+        self.qemu = qemu or arch.qemu
         self.channel_mode = ChannelMode(channel)
         self.fail_on_badness = BadnessPolicy(fail_on_badness)
         self.exit_shutdown_timeout = exit_shutdown_timeout   # graceful power-down bound in __exit__
@@ -93,6 +96,8 @@ class Machine:
         self.name = name                   # the machine's name in a multi-machine suite
         self.address = address             # its declared address on the suite's network (informative)
         self.crashed = False
+        if secure_boot and arch.name != arch_table.AMD64.name:
+            raise ValueError(f"Secure Boot is not supported for {arch.name} guests (no SMM firmware)")
         if secure_boot and keys is None:
             raise ValueError("secure_boot needs the keys to enrol (lkit.core.secureboot.KeySet)")
         self.secure_boot = secure_boot     # EFI targets: Secure Boot firmware with `keys` enrolled
@@ -137,12 +142,12 @@ class Machine:
             raise MachineError("machine already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         choice = accel_mod.resolve(self.requested_accel, kernel=self.target.kernel, qemu=self.qemu,
-                                   multiplier=self._multiplier_override)
+                                   multiplier=self._multiplier_override, arch=self.arch)
         self.accel, self.multiplier = choice.accel, choice.multiplier
         self.cpus = self.requested_cpus or default_cpus(self.accel)
         if shutil.which(self.qemu) is None and not Path(self.qemu).is_file():
             raise InfraError(f"QEMU not found: {self.qemu}",
-                             hint="install the Debian package qemu-system-x86")
+                             hint=f"install the Debian package {self.arch.qemu_package}")
         with contextlib.ExitStack() as stack:
             stack.callback(self.close)      # undone by pop_all() once everything is up
             for attempt in range(3):
@@ -165,8 +170,8 @@ class Machine:
         self._stack.callback(shutil.rmtree, sockdir, True)
         sockets = Sockets.in_dir(sockdir)
         fw_code = fw_vars = None
-        if self.target.efi:
-            fw = find_ovmf(secure_boot=self.secure_boot)
+        if uses_uefi(self.target, self.arch):
+            fw = find_ovmf(secure_boot=self.secure_boot, arch=self.arch)
             template = None
             if self.secure_boot:
                 assert self.keys is not None
@@ -186,14 +191,15 @@ class Machine:
                          forwards=tuple(PortForward(h, g) for g, h in self.forwards.items()),
                          firmware_code=fw_code, firmware_vars=fw_vars, qemu=self.qemu,
                          user_net=self.user_net, lan=self.lan, secure_boot=self.secure_boot and self.target.efi,
-                         tpm=tpm_argv)
+                         tpm=tpm_argv, arch=self.arch)
         self.argv = build_argv(cfg)
         qlog = self._stack.enter_context(open(self._qemu_log, "wb"))
         try:
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
                                           start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
-            raise InfraError(f"cannot start {self.qemu}: {exc}", hint="install qemu-system-x86") from exc
+            raise InfraError(f"cannot start {self.qemu}: {exc}",
+                             hint=f"install {self.arch.qemu_package}") from exc
         self._qmp = QmpClient(sockets.qmp, clock=self._since_t0)
         try:
             self._qmp.connect(10.0 * self.multiplier, self._exit_reason)
@@ -203,8 +209,8 @@ class Machine:
         self._stack.callback(self._qmp.close)
         log = self._stack.enter_context(open(self.console_log, "w", encoding="utf-8"))
         chan_log = self._stack.enter_context(open(self.workdir / "channel.log", "w", encoding="utf-8"))
-        self._console = self._open_stream(sockets.console, "ttyS0", log)
-        self._chan_stream = self._open_stream(sockets.channel, "ttyS1", chan_log)
+        self._console = self._open_stream(sockets.console, self.arch.console, log)
+        self._chan_stream = self._open_stream(sockets.channel, self.arch.channel, chan_log)
         self._console.add_line_hook(self._on_console_line)
         self._console.start()
         self._chan_stream.start()
@@ -401,7 +407,7 @@ class Machine:
                 break
             if now > deadline:
                 raise MachineError(f"no command channel after {timeout * self.multiplier:.0f}s: neither "
-                                   "LKIT-AGENT-READY on ttyS1 nor a shell prompt on the console",
+                                   f"LKIT-AGENT-READY on {self.arch.channel} nor a shell prompt on the console",
                                    hint="console tail:\n" + self.console_text()[-1000:])
             time.sleep(0.1)
         fallback = ConsoleChannel(console, abort_check=self._abort_reason)

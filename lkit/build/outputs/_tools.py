@@ -25,6 +25,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "mcopy": "mtools",
     "mdir": "mtools",
     "objcopy": "binutils",
+    "aarch64-linux-gnu-objcopy": "binutils-aarch64-linux-gnu",   # arm64 PE files (binutils' objcopy is x86 only)
     "objdump": "binutils",
     "syslinux": "syslinux",
     "mksquashfs": "squashfs-tools",

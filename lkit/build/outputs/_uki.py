@@ -6,20 +6,58 @@ room for Debian's 14 MB kernel, so each section is placed after the previous one
 with the kernel 2 MiB aligned (the x86_64 kernel's setup header asks for that alignment,
 kernel_alignment = CONFIG_PHYSICAL_ALIGN). The result is a PE file OVMF boots directly as
 EFI/BOOT/BOOTX64.EFI; the initrd rides inside it because the kernel cannot read the ISO by itself.
+
+arm64: systemd's aarch64 stub (linuxaa64.efi.stub from systemd-boot-efi:arm64 at the host's
+systemd-boot-efi version, lkit.build.outputs._archfiles), sections added by
+aarch64-linux-gnu-objcopy (binutils' own objcopy writes only x86 PE). The stub starts the kernel as
+a PE image, so a gzip-compressed arm64 `vmlinuz` is decompressed first (gzip output is a pure
+function of its input: still reproducible).
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from lkit.build.outputs._tools import data_file, package_version, run
+from lkit.build.outputs._archfiles import package_file
+from lkit.build.outputs._tools import package_version, run
 from lkit.build.outputs.base import SOURCE_DATE_EPOCH
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 
 STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 STUB_PACKAGE = "systemd-boot-efi"
+
+
+def stub_path(arch: Arch = arch_table.DEFAULT) -> str:
+    return f"/usr/lib/systemd/boot/efi/linux{arch.efi_name}.efi.stub"
+
+
+def pe_machine(path: Path) -> int:
+    """The COFF Machine field of a PE file (0x8664 x86_64, 0xAA64 arm64)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    pe = struct.unpack_from("<I", head, 0x3C)[0]
+    if head[:2] != b"MZ" or head[pe:pe + 4] != b"PE\0\0":
+        raise ValueError(f"{path} is not a PE file")
+    return int(struct.unpack_from("<H", head, pe + 4)[0])
+
+
+def efi_kernel(kernel: Path, workdir: Path) -> Path:
+    """The kernel as a PE image an EFI loader can start: as it is, or gunzipped (arm64 vmlinuz)."""
+    with open(kernel, "rb") as f:
+        magic = f.read(2)
+    if magic != b"\x1f\x8b":
+        return kernel
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "Image"
+    with gzip.open(kernel, "rb") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return out
 
 _PAGE = 0x1000
 _KERNEL_ALIGN = 0x200000
@@ -77,16 +115,18 @@ def os_release(name: str) -> str:
             f'IMAGE_ID={name}\nLKIT_STUB_VERSION={package_version(STUB_PACKAGE)}\n')
 
 
-def make_uki(*, kernel: Path, initrd: Path, cmdline: str, name: str, out: Path, workdir: Path) -> Path:
+def make_uki(*, kernel: Path, initrd: Path, cmdline: str, name: str, out: Path, workdir: Path,
+             arch: Arch = arch_table.DEFAULT) -> Path:
     """Write a UKI to `out`: stub + .osrel + .cmdline + .linux + .initrd, placed end to end."""
-    stub = data_file(STUB, STUB_PACKAGE)
+    stub = package_file(stub_path(arch), STUB_PACKAGE, arch)
     workdir.mkdir(parents=True, exist_ok=True)
+    kernel = efi_kernel(kernel, workdir)
     osrel = workdir / "osrel"
     osrel.write_text(os_release(name))
     cmd = workdir / "cmdline"
     cmd.write_bytes(cmdline.encode() + b"\0")
     end = max(s.vma + s.vsize for s in pe_sections(stub))
-    args: list[str | Path] = ["objcopy"]
+    args: list[str | Path] = [arch.objcopy]
     for section, path, alignment in ((".osrel", osrel, _PAGE), (".cmdline", cmd, _PAGE),
                                      (".linux", kernel, _KERNEL_ALIGN), (".initrd", initrd, _PAGE)):
         vma = _align(end, alignment)

@@ -11,6 +11,10 @@ squashfs/virtio modules copied from the root's own /lib/modules; its /init loads
 squashfs read-only (root= on the command line, default /dev/vda), copies it into a tmpfs and
 switch_roots into that (runc needs a real root, not the initramfs) and runs the root's init
 (init= on the command line, else /init, else /sbin/init).
+
+Stage 1's busybox must run on the image's architecture: the root's own static busybox when it is one
+of that architecture, else Debian's busybox-static for it (the host's installed one for amd64; for
+arm64 busybox-static:arm64 at the host's busybox-static version, lkit.build.outputs._archfiles).
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from pathlib import Path
 from lkit.core import formats
 from lkit.build.outputs._cpio import CpioWriter
 from lkit.build.outputs._deliver import deliver
+from lkit.build.outputs._archfiles import package_file
 from lkit.build.outputs._modules import load_order, modules_in_tar
-from lkit.build.outputs._tools import data_file, run
+from lkit.build.outputs._tools import run
 from lkit.build.outputs.base import SOURCE_DATE_EPOCH, BootFiles, OutputFormat
+from lkit.core import arch as arch_table
+from lkit.core.arch import Arch
 
 # What stage 1 needs to reach a squashfs on a virtio disk (dependencies are added from .modinfo).
 STAGE1_MODULES = ["virtio_pci", "virtio_blk", "squashfs"]
@@ -79,16 +86,19 @@ def filenames(name: str) -> list[str]:
     return formats.FORMATS["kernel+squashfs"].filenames(name)
 
 
-def _is_static_elf(data: bytes) -> bool:
-    """True for an ELF64 executable without a PT_INTERP program header (statically linked)."""
+def _is_static_elf(data: bytes, arch: Arch | None = None) -> bool:
+    """True for an ELF64 executable without a PT_INTERP program header (statically linked), of
+    `arch`'s machine when given."""
     if data[:4] != b"\x7fELF" or data[4] != 2:
+        return False
+    if arch is not None and struct.unpack_from("<H", data, 0x12)[0] != arch.elf_machine:
         return False
     phoff = struct.unpack_from("<Q", data, 0x20)[0]
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     return all(struct.unpack_from("<I", data, phoff + i * phentsize)[0] != 3 for i in range(phnum))
 
 
-def _root_busybox(tar: tarfile.TarFile) -> bytes | None:
+def _root_busybox(tar: tarfile.TarFile, arch: Arch = arch_table.DEFAULT) -> bytes | None:
     for name in ("bin/busybox", "./bin/busybox", "usr/bin/busybox", "./usr/bin/busybox"):
         try:
             member = tar.getmember(name)
@@ -97,7 +107,7 @@ def _root_busybox(tar: tarfile.TarFile) -> bytes | None:
         f = tar.extractfile(member) if member.isfile() else None
         if f is not None:
             data = f.read()
-            if _is_static_elf(data):
+            if _is_static_elf(data, arch):
                 return data
     return None
 
@@ -112,9 +122,9 @@ def _strip_boot(src: tarfile.TarFile, out: Path) -> None:
             dst.addfile(member, src.extractfile(member) if member.isfile() else None)
 
 
-def stage1_initrd(tar: tarfile.TarFile) -> bytes:
+def stage1_initrd(tar: tarfile.TarFile, arch: Arch = arch_table.DEFAULT) -> bytes:
     """gzip newc cpio: busybox, the modules stage 1 needs (in load order) and its /init."""
-    busybox = _root_busybox(tar) or data_file(HOST_BUSYBOX, "busybox-static").read_bytes()
+    busybox = _root_busybox(tar, arch) or package_file(HOST_BUSYBOX, "busybox-static", arch).read_bytes()
     modules = load_order(STAGE1_MODULES, modules_in_tar(tar))
     cpio = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "lib/stage1", "etc"):
@@ -135,7 +145,7 @@ def write(files: BootFiles, outdir: Path) -> list[Path]:
     rootfs_tar = work / "rootfs.tar"
     with tarfile.open(files.rootfs_tar(), "r:") as tar:
         _strip_boot(tar, rootfs_tar)
-        (work / initrd_name).write_bytes(stage1_initrd(tar))
+        (work / initrd_name).write_bytes(stage1_initrd(tar, files.arch))
     squashfs = work / squashfs_name
     squashfs.unlink(missing_ok=True)
     epoch = str(SOURCE_DATE_EPOCH)
