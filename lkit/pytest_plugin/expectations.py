@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkit.build.outputs.base import FORMAT_NAMES
+from lkit.core import arch as arch_table
 from lkit.core.secureboot import KeySet
 from lkit.pytest_plugin import variants
 from lkit.spec.yamlmarks import YamlNode, describe, load_yaml
@@ -121,7 +122,7 @@ def _budget_keys(variant: str) -> list[str]:
     arch, rest = variants.split_arch(variant)
     fmt = variants.split(variant)[0]
     keys = [variant]
-    if arch != variants.arch_table.DEFAULT:
+    if arch != arch_table.DEFAULT:
         keys += [f"{arch.name}{variants.ARCH_SEPARATOR}{fmt}", arch.name]
     keys += [rest, fmt, "default"]
     return list(dict.fromkeys(keys))
@@ -185,11 +186,11 @@ def _per_format(node: YamlNode) -> dict[str, YamlNode]:
     """A mapping keyed by output format or `default`."""
     per = node.mapping()
     for name, child in per.items():
-        if name != "default" and name not in variants.arch_table.NAMES and not variants.is_variant(name):
+        if name != "default" and name not in arch_table.NAMES and not variants.is_variant(name):
             raise child.error("is not an output format (or FORMAT@FIRMWARE of an EFI format, or an architecture "
                               "or ARCH.FORMAT)",
                               hint="formats: default, " + ", ".join(FORMAT_NAMES) + "; firmware: " + ", ".join(variants.NAMES)
-                              + "; architectures: " + ", ".join(variants.arch_table.NAMES))
+                              + "; architectures: " + ", ".join(arch_table.NAMES))
     return per
 
 
@@ -226,9 +227,9 @@ def load_expectations(path: Path, *, own_spec: Path | None = None) -> Expectatio
         exp.arch = []
         for item in top["arch"].sequence():
             name = item.as_str()
-            if name not in variants.arch_table.NAMES:
+            if name not in arch_table.NAMES:
                 raise item.error(f"unknown architecture {name!r}",
-                                 hint="arch: " + ", ".join(variants.arch_table.NAMES) + " (LinuxKit's names)")
+                                 hint="arch: " + ", ".join(arch_table.NAMES) + " (LinuxKit's names)")
             if name in exp.arch:
                 raise item.error(f"architecture {name!r} is listed twice")
             exp.arch.append(name)
