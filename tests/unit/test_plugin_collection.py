@@ -20,14 +20,19 @@ def test_items_of_a_group_stay_together_and_share_an_xdist_group(pytester: pytes
     ids = [line for line in listed.outlines if line.startswith("suites/")]   # the order they will run in
     checks = ["build", "size_budget", "boots", "boot_time", "onboot", "services_running", "capabilities",
               "files", "ports"]
+    # redisos.test.yml asks for amd64 and arm64: each architecture's group runs whole, amd64 first
     assert ids == ([f"suites/redisos.yml::kernel+initrd::{c}" for c in checks]
                    + ["suites/test_redisos.py::test_set_then_get_from_the_host[kernel+initrd]",
                       "suites/test_redisos.py::test_redis_runs_without_capabilities[kernel+initrd]",
-                      "suites/redisos.yml::kernel+initrd::shutdown"])
+                      "suites/redisos.yml::kernel+initrd::shutdown"]
+                   + [f"suites/redisos.yml::arm64::kernel+initrd::{c}" for c in checks]
+                   + ["suites/test_redisos.py::test_set_then_get_from_the_host[arm64.kernel+initrd]",
+                      "suites/test_redisos.py::test_redis_runs_without_capabilities[arm64.kernel+initrd]",
+                      "suites/redisos.yml::arm64::kernel+initrd::shutdown"])
     items, _ = pytester.inline_genitems("suites/")
     # Marked before xdist reads the groups: `--dist loadgroup` keeps them on one worker and its VM.
     groups = {item.get_closest_marker("xdist_group").args[0] for item in items}
-    assert groups == {"redisos.yml::kernel+initrd"}
+    assert groups == {"redisos.yml::kernel+initrd", "redisos.yml::arm64.kernel+initrd"}
     assert all(item.get_closest_marker("lkit_kernel_initrd") for item in items)
 
 
