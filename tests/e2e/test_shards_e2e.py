@@ -37,12 +37,11 @@ def location(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def pytest_run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # --lkit-firmware efi: the runs test pushed (--lkit-prebuilt) builds, which lkit cannot sign, so the
-    # seed's efi-secureboot variant (and its arm64 variants: prebuilt artifacts are amd64's) are left out alike
+    # The runs test pushed (--lkit-prebuilt) builds: amd64's, unsigned. So the seed's efi-secureboot
+    # variant (lkit cannot sign a prebuilt build) and its arm64 variants are left out of all of them alike.
     return subprocess.run([sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--lkit-accel", "tcg",
-                           "--lkit-reruns", "0", "--lkit-firmware", "efi", "--lkit-arch", "amd64", "--lkit-store", STORE, *args], cwd=cwd,
-                          capture_output=True,
-                          text=True, timeout=1200)
+                           "--lkit-reruns", "0", "--lkit-firmware", "efi", "--lkit-arch", "amd64",
+                           "--lkit-store", STORE, *args], cwd=cwd, capture_output=True, text=True, timeout=1200)
 
 
 def lkit(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
