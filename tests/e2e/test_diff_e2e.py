@@ -84,6 +84,7 @@ def with_blob(folder: Path) -> None:
 def gate(pytester: pytest.Pytester, prebuilt: Path, name: str, *extra: str) -> tuple[int, str, str]:
     result = pytester.runpytest_subprocess("suites/", "-p", "no:cacheprovider", "--lkit-accel", "tcg", "--lkit-reruns", "0",
                                            "--lkit-store", STORE, "--lkit-prebuilt", str(prebuilt),
+                                           "--lkit-arch", "amd64",   # prebuilt artifacts are amd64's
                                            "--lkit-report-dir", f"reports-{name}", *extra, timeout=900)
     (run_dir,) = (pytester.path / f"reports-{name}").iterdir()
     return result.ret, result.stdout.str(), (run_dir / "report.md").read_text()
