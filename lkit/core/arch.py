@@ -85,7 +85,7 @@ ARM64 = Arch(
     qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", qemu_machine="virt",
     tcg_cpu="cortex-a57",  # `max` adds pointer authentication, which TCG emulates slowly
     console="ttyAMA0", efi_name="aa64", firmware_package="qemu-efi-aarch64",
-    formats=_ALL_FORMATS - BIOS_FORMATS, tcg_boot_factor=2.0,
+    formats=_ALL_FORMATS - BIOS_FORMATS, tcg_boot_factor=1.25,  # bench/boot.py: seed 1.18x / 1.24x
     firmware_machine="virt-7.2",
     channel="hvc0",           # virt has one UART (the console): the channel is a virtconsole port
     # Under the device tree (no firmware) virt's power button is gpio-keys, which Debian's cloud
