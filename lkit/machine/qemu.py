@@ -91,6 +91,27 @@ def machine_type(target: BootTarget, arch: Arch = AMD64) -> str:
     return arch.qemu_machine
 
 
+def _pflash(cfg: QemuConfig) -> list[str]:
+    """UEFI firmware as two flash devices: the shared code read-only, this VM's own variable store."""
+    if cfg.firmware_code is None or cfg.firmware_vars is None:
+        raise ValueError("EFI target needs firmware_code and firmware_vars")
+    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(cfg.firmware_code)}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={_q(cfg.firmware_vars)}"]
+
+
+def _direct_kernel(t: BootTarget) -> list[str]:
+    """-kernel/-initrd/-append, and kernel+squashfs's root as a read-only virtio disk."""
+    assert t.kernel is not None
+    argv = ["-kernel", str(t.kernel)]
+    if t.initrd is not None:
+        argv += ["-initrd", str(t.initrd)]
+    if t.cmdline:
+        argv += ["-append", t.cmdline]
+    if t.squashfs is not None:
+        argv += ["-drive", f"file={_q(t.squashfs)},format=raw,if=virtio,readonly=on"]
+    return argv
+
+
 def build_argv(cfg: QemuConfig) -> list[str]:
     if cfg.arch.name != AMD64.name:
         return _build_argv_virt(cfg)
@@ -105,21 +126,11 @@ def build_argv(cfg: QemuConfig) -> list[str]:
     for ident, path in (("ser0", cfg.sockets.console), ("ser1", cfg.sockets.channel)):
         argv += ["-chardev", f"socket,id={ident},path={_q(path)},server=on,wait=off", "-serial", f"chardev:{ident}"]
     if t.efi:
-        if cfg.firmware_code is None or cfg.firmware_vars is None:
-            raise ValueError("EFI target needs firmware_code and firmware_vars")
         if cfg.secure_boot:     # only SMM code may write the variable store: the OS cannot forge keys
             argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
-        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(cfg.firmware_code)}",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={_q(cfg.firmware_vars)}"]
+        argv += _pflash(cfg)
     if t.kind == BootKind.DIRECT:
-        assert t.kernel is not None
-        argv += ["-kernel", str(t.kernel)]
-        if t.initrd is not None:
-            argv += ["-initrd", str(t.initrd)]
-        if t.cmdline:
-            argv += ["-append", t.cmdline]
-        if t.squashfs is not None:
-            argv += ["-drive", f"file={_q(t.squashfs)},format=raw,if=virtio,readonly=on"]
+        argv += _direct_kernel(t)
     elif t.kind == BootKind.CDROM:
         assert t.cdrom is not None
         argv += ["-drive", f"file={_q(t.cdrom)},format=raw,media=cdrom,readonly=on,if=ide,index=2",
@@ -162,19 +173,9 @@ def _build_argv_virt(cfg: QemuConfig) -> list[str]:
              "-device", "virtio-serial-pci,id=vser0",
              "-device", "virtconsole,chardev=ser1,bus=vser0.0,id=lkit-channel"]
     if uses_uefi(t, arch):
-        if cfg.firmware_code is None or cfg.firmware_vars is None:
-            raise ValueError("EFI target needs firmware_code and firmware_vars")
-        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(cfg.firmware_code)}",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={_q(cfg.firmware_vars)}"]
+        argv += _pflash(cfg)
     if t.kind == BootKind.DIRECT:
-        assert t.kernel is not None
-        argv += ["-kernel", str(t.kernel)]
-        if t.initrd is not None:
-            argv += ["-initrd", str(t.initrd)]
-        if t.cmdline:
-            argv += ["-append", t.cmdline]
-        if t.squashfs is not None:
-            argv += ["-drive", f"file={_q(t.squashfs)},format=raw,if=virtio,readonly=on"]
+        argv += _direct_kernel(t)
     elif t.kind == BootKind.CDROM:
         assert t.cdrom is not None
         argv += ["-device", "virtio-scsi-pci,id=scsi0",
