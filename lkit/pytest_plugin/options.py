@@ -55,6 +55,19 @@ def add_options(parser: pytest.Parser) -> None:
         parser.addini(dest, text, default=default)
 
 
+def _name_list(config: pytest.Config, name: str, what: str, known: tuple[str, ...], note: str = "") -> list[str] | None:
+    """A comma-separated option of known names (--lkit-firmware, --lkit-arch); None when not given."""
+    text = _get(config, name)
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise pytest.UsageError(f"--lkit-{name}: unknown {what} {', '.join(unknown) or '(none given)'}; "
+                                f"known: {', '.join(known)}{note}")
+    return names
+
+
 def _get(config: pytest.Config, name: str) -> str | None:
     return _get_with_base(config, name)[0]
 
@@ -129,24 +142,11 @@ class Settings:
             unknown = [f for f in wanted if f not in FORMAT_NAMES]
             if unknown:
                 raise pytest.UsageError(f"--lkit-formats: unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMAT_NAMES)}")
-        firmware_text = _get(config, "firmware")
-        firmware = [f.strip() for f in firmware_text.split(",") if f.strip()] if firmware_text else None
-        if firmware is not None:
-            from lkit.pytest_plugin.variants import NAMES as FIRMWARES
+        from lkit.core.arch import NAMES as ARCHES
+        from lkit.pytest_plugin.variants import NAMES as FIRMWARES
 
-            unknown = [f for f in firmware if f not in FIRMWARES]
-            if unknown or not firmware:
-                raise pytest.UsageError(f"--lkit-firmware: unknown firmware {', '.join(unknown) or '(none given)'}; "
-                                        f"known: {', '.join(FIRMWARES)}")
-        arch_text = _get(config, "arch")
-        arches = [a.strip() for a in arch_text.split(",") if a.strip()] if arch_text else None
-        if arches is not None:
-            from lkit.core.arch import NAMES as ARCHES
-
-            unknown = [a for a in arches if a not in ARCHES]
-            if unknown or not arches:
-                raise pytest.UsageError(f"--lkit-arch: unknown architecture {', '.join(unknown) or '(none given)'}; "
-                                        f"known: {', '.join(ARCHES)} (LinuxKit's names, not x86_64/aarch64)")
+        firmware = _name_list(config, "firmware", "firmware", FIRMWARES)
+        arches = _name_list(config, "arch", "architecture", ARCHES, " (LinuxKit's names, not x86_64/aarch64)")
         accel = _get(config, "accel") or AUTO
         if accel not in CHOICES:
             raise pytest.UsageError(f"--lkit-accel: {accel!r} is not one of auto, kvm, tcg")
