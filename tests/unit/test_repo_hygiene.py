@@ -40,3 +40,15 @@ def test_cited_markdown_files_exist():
             cited.setdefault(name, []).append(str(p.relative_to(ROOT)))
     missing = {n: files for n, files in cited.items() if n not in present and n not in generated}
     assert not missing, f"files cite markdown documents the repository does not have: {missing}"
+
+
+def test_test_module_basenames_are_unique():
+    """pytest imports test modules by basename (no __init__.py): two of one name break collection of the
+    whole run, so `tests/unit/x.py` and `tests/e2e/x.py` cannot both exist."""
+    seen: dict[str, list[str]] = {}
+    for p in tracked_files():
+        rel = p.relative_to(ROOT)
+        if rel.parts[0] in ("tests", "suites") and p.suffix == ".py" and p.name.startswith("test_"):
+            seen.setdefault(p.name, []).append(str(rel))
+    clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not clashes, f"test modules share a basename: {clashes}"
