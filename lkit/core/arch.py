@@ -51,6 +51,8 @@ class Arch:
     objcopy: str = "objcopy"  # an objcopy that writes this architecture's PE files (binutils' is x86 only)
     objcopy_package: str = "binutils"
     uefi_always: bool = False # direct kernel boots go through UEFI too (ACPI: QMP system_powerdown works)
+    secure_boot_smm: bool = True  # Secure Boot firmware needs SMM (OVMF: only SMM code writes the variable
+                                  # store); Arm has no SMM: AAVMF's store is plain flash
 
     @property
     def lib_dirs(self) -> tuple[str, ...]:
@@ -91,7 +93,7 @@ ARM64 = Arch(
     # Under the device tree (no firmware) virt's power button is gpio-keys, which Debian's cloud
     # kernel lacks (KEYBOARD_GPIO unset); through AAVMF the kernel gets ACPI, whose GED power button
     # is built in: system_powerdown works for +0.7 s of firmware under TCG.
-    uefi_always=True,
+    uefi_always=True, secure_boot_smm=False,
     pe_machine=0xAA64, objcopy="aarch64-linux-gnu-objcopy", objcopy_package="binutils-aarch64-linux-gnu")
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (AMD64, ARM64)}

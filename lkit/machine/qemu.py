@@ -158,8 +158,6 @@ def build_argv(cfg: QemuConfig) -> list[str]:
 def _build_argv_virt(cfg: QemuConfig) -> list[str]:
     """An Arm `virt` machine (arm64): PL011 console, virtconsole channel, virtio-pci everything."""
     t, arch = cfg.target, cfg.arch
-    if cfg.secure_boot:
-        raise ValueError(f"Secure Boot firmware is not supported for {arch.name} guests")
     gic = "host" if cfg.accel == Accel.KVM else "3"
     argv = [cfg.qemu or arch.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-S",
             "-name", f"lkit-{t.format}",

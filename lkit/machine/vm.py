@@ -96,8 +96,6 @@ class Machine:
         self.name = name                   # the machine's name in a multi-machine suite
         self.address = address             # its declared address on the suite's network (informative)
         self.crashed = False
-        if secure_boot and arch.name != arch_table.AMD64.name:
-            raise ValueError(f"Secure Boot is not supported for {arch.name} guests (no SMM firmware)")
         if secure_boot and keys is None:
             raise ValueError("secure_boot needs the keys to enrol (lkit.core.secureboot.KeySet)")
         self.secure_boot = secure_boot     # EFI targets: Secure Boot firmware with `keys` enrolled

@@ -684,7 +684,8 @@ class RunState:
     def built(self, suite: SuiteSpec, *, signed: bool = False, arch: Arch = arch_table.DEFAULT) -> BuiltImage:
         """Build every format of the suite's spec once per session and architecture (or pick up prebuilt
         artifacts); `signed`: the formats of its Secure Boot variants, signed with its keys, in
-        <build dir>/NAME/secureboot; another architecture than amd64 in <build dir>/NAME/ARCH."""
+        <build dir>/NAME/secureboot; another architecture than amd64 in <build dir>/NAME/ARCH (signed:
+        <build dir>/NAME/ARCH/secureboot)."""
         slot = (suite.path, signed, arch.name)
         cached = self._builds.get(slot)
         if isinstance(cached, LkitError):
@@ -693,25 +694,25 @@ class RunState:
             return cached
         started = time.monotonic()
         try:
-            if signed:
-                if self.settings.uses_prebuilt:
-                    raise MachineError("the efi-secureboot variant needs lkit to build and sign the spec; "
-                                       "--lkit-prebuilt artifacts cannot be signed",
-                                       hint="drop --lkit-prebuilt, or test only firmware efi (--lkit-firmware efi)")
-                outdir = self.settings.build_dir / suite.spec.name / "secureboot"
-                with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
-                    result = build(suite.spec, self.formats_to_build(suite, signed=True), outdir, store=self.store,
-                                   keys=self.keys(suite))
-                self._builds[slot] = result
-                return result
+            if signed and self.settings.uses_prebuilt:
+                raise MachineError("the efi-secureboot variant needs lkit to build and sign the spec; "
+                                   "--lkit-prebuilt artifacts cannot be signed",
+                                   hint="drop --lkit-prebuilt, or test only firmware efi (--lkit-firmware efi)")
             if arch != arch_table.DEFAULT and self.settings.uses_prebuilt:
                 raise MachineError(f"--lkit-prebuilt artifacts are amd64's; {arch.name} variants need lkit to build "
                                    "the spec", hint="drop --lkit-prebuilt, or test amd64 only (--lkit-arch amd64)")
-            if arch != arch_table.DEFAULT:
-                outdir = self.settings.build_dir / suite.spec.name / arch.name
+            if signed or arch != arch_table.DEFAULT:
+                outdir = self.settings.build_dir / suite.spec.name
+                if arch != arch_table.DEFAULT:
+                    outdir /= arch.name
+                if signed:
+                    outdir /= "secureboot"
                 with shared.exclusive(self.settings.build_dir / f".{suite.spec.name}.lock"):
-                    result = build(suite.spec, self.formats_to_build(suite, arch=arch), outdir, store=self.store,
-                                   arch=arch)
+                    result = build(suite.spec, self.formats_to_build(suite, signed=signed, arch=arch), outdir,
+                                   store=self.store, keys=self.keys(suite) if signed else None, arch=arch)
+                if signed:      # not a build of its own in the figures (the unsigned one is timed)
+                    self._builds[slot] = result
+                    return result
             elif self.settings.prebuilt_oci is not None:
                 result = prebuilt_image(suite, self._fetch_prebuilt(suite), self.formats_to_build(suite))
             elif self.settings.prebuilt is not None:

@@ -10,6 +10,7 @@ the host):
     iso-efi                   # amd64, OVMF without Secure Boot (the default)
     iso-efi@efi-secureboot    # amd64, OVMF with Secure Boot on, the suite's keys enrolled, the image signed
     arm64.iso-efi             # arm64 (qemu-system-aarch64, AAVMF)
+    arm64.iso-efi@efi-secureboot   # arm64, AAVMF with Secure Boot on (no SMM on Arm), keys enrolled, signed
 
 The `.` keeps every variant a valid file name everywhere (console logs, JUnit files, CI artifact
 names refuse `:` and `/`). Collection shows the architecture as a node of its own:
@@ -35,7 +36,7 @@ ARCH_SEPARATOR = "."
 
 class Firmware(StrEnum):
     EFI = "efi"                          # OVMF, no Secure Boot
-    EFI_SECUREBOOT = "efi-secureboot"    # OVMF with SMM and Secure Boot, the suite's keys enrolled
+    EFI_SECUREBOOT = "efi-secureboot"    # OVMF (with SMM) or AAVMF with Secure Boot, the suite's keys enrolled
 
 
 DEFAULT = Firmware.EFI
@@ -85,7 +86,7 @@ def is_variant(name: str) -> bool:
 def expand_arches(name: str, variants: list[str], arches: list[Arch]) -> tuple[list[str], list[str]]:
     """The `variants` (of the default architecture) for each of `arches` (architecture order first),
     and the lines that say what was left out and why: formats an architecture has not (BIOS on
-    arm64), Secure Boot off amd64 (lkit enrols keys into OVMF's variable store only)."""
+    arm64)."""
     out: list[str] = []
     notes: list[str] = []
     for arch in arches:
@@ -95,18 +96,13 @@ def expand_arches(name: str, variants: list[str], arches: list[Arch]) -> tuple[l
         skipped: list[str] = []
         for variant in variants:
             fmt, firmware = split(variant)
-            if arch.refuse_format(fmt) is not None or firmware == Firmware.EFI_SECUREBOOT:
+            if arch.refuse_format(fmt) is not None:
                 skipped.append(variant)
             else:
                 out.append(variant_id(fmt, firmware, arch))
-        bios = [v for v in skipped if split(v)[0] in arch_table.BIOS_FORMATS]
-        if bios:
-            notes.append(f"lkit: {name}: {', '.join(bios)} not on {arch.name}: "
-                         f"{arch.refuse_format(split(bios[0])[0])}")
-        other = [v for v in skipped if v not in bios]
-        if other:
-            notes.append(f"lkit: {name}: {', '.join(other)} not on {arch.name}: lkit enrols Secure Boot "
-                         f"keys for amd64 (OVMF) only")
+        if skipped:
+            notes.append(f"lkit: {name}: {', '.join(skipped)} not on {arch.name}: "
+                         f"{arch.refuse_format(split(skipped[0])[0])}")
     return out, notes
 
 

@@ -52,15 +52,14 @@ def test_amd64_variants_keep_their_names_and_others_are_prefixed() -> None:
     assert not variants.is_variant("mips.iso-efi")
 
 
-def test_expanding_to_arm64_leaves_out_bios_and_secure_boot_with_a_note() -> None:
+def test_expanding_to_arm64_leaves_out_bios_with_a_note_and_keeps_secure_boot() -> None:
     out, notes = variants.expand_arches("seed.yml", ["kernel+initrd", "iso-bios", "iso-efi", "iso-efi@efi-secureboot"],
                                         [arch.AMD64, arch.ARM64])
     assert out == ["kernel+initrd", "iso-bios", "iso-efi", "iso-efi@efi-secureboot",
-                   "arm64.kernel+initrd", "arm64.iso-efi"]
+                   "arm64.kernel+initrd", "arm64.iso-efi", "arm64.iso-efi@efi-secureboot"]
     assert notes == ["lkit: seed.yml: iso-bios not on arm64: iso-bios boots through a PC BIOS, which arm64 "
-                     "machines do not have",
-                     "lkit: seed.yml: iso-efi@efi-secureboot not on arm64: lkit enrols Secure Boot keys for "
-                     "amd64 (OVMF) only"]
+                     "machines do not have"]
+    assert variants.split("arm64.iso-efi@efi-secureboot") == ("iso-efi", variants.Firmware.EFI_SECUREBOOT)
     assert variants.expand_arches("s.yml", ["tar"], [arch.ARM64]) == (["arm64.tar"], [])
 
 

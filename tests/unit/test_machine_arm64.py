@@ -75,15 +75,81 @@ def test_arm64_kvm_uses_host_cpu_and_gic(tmp_path: Path) -> None:
     assert _opt_values(argv, "-machine") == ["virt,gic-version=host,accel=kvm"]
 
 
-def test_arm64_refuses_secure_boot_and_needs_firmware(tmp_path: Path) -> None:
+def test_arm64_secure_boot_has_no_smm_and_needs_firmware(tmp_path: Path) -> None:
+    """Arm has no SMM: AAVMF's Secure Boot is the same machine line with its enrolled variable store."""
     t = boot_target("iso-efi", [tmp_path / "n-efi.iso"])
-    with pytest.raises(ValueError, match="Secure Boot"):
-        build_argv(QemuConfig(t, Sockets.in_dir(tmp_path), arch=ARM64, firmware_code=Path("/c"),
-                              firmware_vars=Path("/v"), secure_boot=True))
+    kw = dict(arch=ARM64, firmware_code=Path("/c"), firmware_vars=Path("/v"))
+    secure = build_argv(QemuConfig(t, Sockets.in_dir(tmp_path), secure_boot=True, **kw))
+    assert secure == build_argv(QemuConfig(t, Sockets.in_dir(tmp_path), **kw))
+    assert not any("smm" in a or "cfi.pflash01" in a for a in secure)
     with pytest.raises(ValueError, match="firmware"):
         build_argv(QemuConfig(t, Sockets.in_dir(tmp_path), arch=ARM64))
     assert uses_uefi(boot_target("kernel+initrd", [tmp_path / "n-kernel", tmp_path / "n-initrd.img"]), ARM64)
     assert not uses_uefi(boot_target("kernel+initrd", [tmp_path / "n-kernel", tmp_path / "n-initrd.img"]), AMD64)
+
+
+def _store(path: Path, formatted: bool) -> Path:
+    data = bytearray(0x1000)
+    if formatted:
+        data[0x28:0x2C] = b"_FVH"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_arm64_secure_boot_firmware_needs_no_smm_and_falls_back_to_a_vendor_store(tmp_path: Path) -> None:
+    """Debian bookworm's AAVMF: the empty-store descriptor names a missing code file and an unformatted
+    store, so lkit takes the Microsoft-enrolled pair and replaces the keys (`vendor_keys`)."""
+    fwdir = tmp_path / "fw"
+    fwdir.mkdir()
+    code = tmp_path / "AAVMF_CODE.fd"
+    code.write_bytes(b"c")
+    empty, ms = _store(tmp_path / "AAVMF_VARS.fd", False), _store(tmp_path / "AAVMF_VARS.ms.fd", True)
+    aarch64 = dict(arch="aarch64", machines=["virt-*"])
+    (fwdir / "40-enrolled.json").write_text(json.dumps(desc(code, ms, features=["secure-boot", "enrolled-keys"],
+                                                            **aarch64)))
+    (fwdir / "50-secure.json").write_text(json.dumps(desc(tmp_path / "AAVMF_CODE.secboot.fd", empty,
+                                                          features=["secure-boot"], **aarch64)))
+    (fwdir / "60-plain.json").write_text(json.dumps(desc(code, empty, **aarch64)))
+    fw = find_ovmf([fwdir], secure_boot=True, arch=ARM64)
+    assert (fw.vars_template, fw.secure_boot, fw.vendor_keys) == (ms, True, True)
+    assert not find_ovmf([fwdir], arch=ARM64).secure_boot
+    # the empty store preferred once its code exists, but not while it is unformatted (all zeros)
+    (tmp_path / "AAVMF_CODE.secboot.fd").write_bytes(b"s")
+    assert find_ovmf([fwdir], secure_boot=True, arch=ARM64).vendor_keys
+    _store(empty, True)
+    fw = find_ovmf([fwdir], secure_boot=True, arch=ARM64)
+    assert (fw.code.name, fw.vendor_keys) == ("AAVMF_CODE.secboot.fd", False)
+    # amd64 still needs SMM
+    smm_less = desc(code, ms, features=["secure-boot"])
+    assert not choose(smm_less, secure_boot=True) and choose(dict(smm_less, targets=[
+        {"architecture": "aarch64", "machines": ["virt-*"]}]), secure_boot=True, arch=ARM64)
+
+
+def test_vendor_keys_are_deleted_before_the_suites_are_enrolled(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from lkit.core.secureboot import KeySet
+    from lkit.machine import firmware
+
+    keys = KeySet(*(tmp_path / n for n in ("pk.crt", "kek.crt", "db.crt", "db.key")))
+    for p in (keys.pk, keys.kek, keys.db, keys.db_key):
+        p.write_text(p.name)
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: object) -> SimpleNamespace:
+        calls.append(argv)
+        Path(argv[argv.index("--output") + 1]).write_bytes(b"vars")
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(firmware.subprocess, "run", fake_run)
+    for vendor in (False, True):
+        fw = firmware.Firmware(tmp_path / "c", tmp_path / f"V{vendor}.fd", tmp_path / "d.json",
+                               secure_boot=True, vendor_keys=vendor)
+        firmware.enrolled_vars(fw, keys, tmp_path / "cache")
+    plain, vendor_argv = calls
+    assert "--delete" not in plain
+    deleted = [vendor_argv[i + 1] for i, a in enumerate(vendor_argv) if a == "--delete"]
+    assert deleted == ["PK", "KEK", "db", "dbx"]
+    assert vendor_argv.index("--delete") < vendor_argv.index("--set-pk")
 
 
 def test_amd64_argv_is_unchanged_by_the_arch_parameter(tmp_path: Path) -> None:

@@ -75,3 +75,35 @@ def test_two_workers_of_a_run_rebuild_once(tmp_path: Path, monkeypatch) -> None:
     assert calls[-2:] == [True, False]       # another run proves determinism for itself
     for worker in [*workers, another_run]:
         worker.close()
+
+
+def test_each_architecture_and_signing_builds_in_its_own_folder(tmp_path: Path, monkeypatch) -> None:
+    """amd64 in NAME/, signed in NAME/secureboot, arm64 in NAME/arm64, arm64 signed in NAME/arm64/secureboot:
+    each with only its own variants' formats, and keys only for the signed ones."""
+    from lkit.core.arch import AMD64, ARM64
+
+    calls: list[tuple[Path, list[str], bool, str]] = []
+
+    def fake_build(spec, formats, outdir, *, store=None, keys=None, arch=AMD64, **_kw):
+        calls.append((outdir, list(formats), keys is not None, arch.name))
+        return image("k", outdir)
+
+    monkeypatch.setattr(state, "build", fake_build)
+    settings = SimpleNamespace(report_dir=tmp_path / "reports", build_dir=tmp_path / "build", prebuilt=None,
+                               prebuilt_oci=None, push=None, uses_prebuilt=False, store=tmp_path / "store")
+    suite = SimpleNamespace(path=tmp_path / "seed.yml", spec=SimpleNamespace(name="seed"),
+                            expectations=SimpleNamespace(secureboot_keys="KEYS"),
+                            formats=["kernel+initrd", "iso-efi", "iso-efi@efi-secureboot", "arm64.kernel+initrd",
+                                     "arm64.iso-efi", "arm64.iso-efi@efi-secureboot"])
+    run = RunState(settings, "run-1")
+    for arch in (AMD64, ARM64):
+        for signed in (False, True):
+            run.built(suite, signed=signed, arch=arch)
+    b = tmp_path / "build" / "seed"
+    assert calls == [(b, ["kernel+initrd", "iso-efi"], False, "amd64"),
+                     (b / "secureboot", ["iso-efi"], True, "amd64"),
+                     (b / "arm64", ["kernel+initrd", "iso-efi"], False, "arm64"),
+                     (b / "arm64" / "secureboot", ["iso-efi"], True, "arm64")]
+    run.built(suite, signed=True, arch=ARM64)
+    assert len(calls) == 4                   # once per session
+    run.close()
