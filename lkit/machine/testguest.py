@@ -216,6 +216,26 @@ class _Cpio:
         return self.buf.getvalue()
 
 
+def init_script(arch: Arch, *, native: bool, shell_only: bool = False, extra_init: str = "") -> str:
+    """The test guest's /init for `arch` (what its cache key hashes: a change here makes a new initrd)."""
+    init = INIT.replace('echo "lkit: services started', extra_init + '\necho "lkit: services started')
+    init = init.replace("@CHANNEL@", f"/dev/{arch.channel}")
+    if not native:   # the applet links, made by the guest's own busybox (it needs /proc for that)
+        init = init.replace("export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n",
+                            "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n/bin/busybox mount -t proc proc /proc\n"
+                            "/bin/busybox --install -s\n/bin/busybox umount /proc\n", 1)
+    if arch.channel.startswith("hvc"):   # a virtio console: its node appears once virtio_console binds
+        # (not in a shell-only guest: it loads no module, so the node never comes and the wait, 10 s,
+        # would be all of bench/boot.py's arm64 floor)
+        init = init.replace("[ \"$LKIT_SHELL_ONLY\" = 1 ] || /usr/sbin/lkit-agent",
+                            f"[ \"$LKIT_SHELL_ONLY\" = 1 ] || {{ i=0; while [ ! -c /dev/{arch.channel} ] && "
+                            f"[ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; }}\n"
+                            f"[ \"$LKIT_SHELL_ONLY\" = 1 ] || /usr/sbin/lkit-agent", 1)
+    if shell_only:
+        init = init.replace("export PATH=", "LKIT_SHELL_ONLY=1\nexport PATH=")
+    return init
+
+
 def build_initrd(parts: Path, *, shell_only: bool = False, extra_init: str = "",
                  arch: Arch = arch_table.DEFAULT) -> bytes:
     busybox = (parts / "busybox").read_bytes()
@@ -231,18 +251,7 @@ def build_initrd(parts: Path, *, shell_only: bool = False, extra_init: str = "",
     for applet in sorted(set(applets)):
         if applet != "bin/busybox":
             c.add(applet, 0o120777, b"/bin/busybox")
-    init = INIT.replace('echo "lkit: services started', extra_init + '\necho "lkit: services started')
-    init = init.replace("@CHANNEL@", f"/dev/{arch.channel}")
-    if not native:   # the applet links, made by the guest's own busybox (it needs /proc for that)
-        init = init.replace("export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n",
-                            "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n/bin/busybox mount -t proc proc /proc\n"
-                            "/bin/busybox --install -s\n/bin/busybox umount /proc\n", 1)
-    if arch.channel.startswith("hvc"):   # a virtio console: its node appears once virtio_console binds
-        init = init.replace("[ \"$LKIT_SHELL_ONLY\" = 1 ] || /usr/sbin/lkit-agent",
-                            f"i=0; while [ ! -c /dev/{arch.channel} ] && [ $i -lt 100 ]; do sleep 0.1; "
-                            f"i=$((i+1)); done\n[ \"$LKIT_SHELL_ONLY\" = 1 ] || /usr/sbin/lkit-agent", 1)
-    if shell_only:
-        init = init.replace("export PATH=", "LKIT_SHELL_ONLY=1\nexport PATH=")
+    init = init_script(arch, native=native, shell_only=shell_only, extra_init=extra_init)
     c.add("init", 0o100755, init.encode())
     c.add("etc/acpi/PWRF/00000080", 0o100755, POWEROFF.encode())
     c.add("etc/passwd", 0o100644, b"root:x:0:0:root:/root:/bin/sh\n")
@@ -259,7 +268,8 @@ def sample_guest(*, shell_only: bool = False, extra_init: str = "",
                  arch: Arch = arch_table.DEFAULT) -> SampleGuest:
     """The cached test guest of `arch` (kernel + initrd built once per content)."""
     parts = ensure_parts(arch)
-    key = hashlib.sha256(f"{shell_only}|{extra_init}|{INIT}|{POWEROFF}|{arch.name}".encode()
+    script = init_script(arch, native=arch == arch_table.host(), shell_only=shell_only, extra_init=extra_init)
+    key = hashlib.sha256(f"{shell_only}|{script}|{POWEROFF}|{arch.name}".encode()
                          + AGENT.read_bytes()).hexdigest()[:16]
     initrd = parts / f"initrd-{key}.img"
     if not initrd.exists():
