@@ -112,6 +112,20 @@ def _direct_kernel(t: BootTarget) -> list[str]:
     return argv
 
 
+def _network(cfg: QemuConfig) -> list[str]:
+    """The user-mode NIC with its port forwards, then the private segment's NIC: after net0, the guest
+    names it eth1 (eth0 without the user-mode NIC)."""
+    argv: list[str] = []
+    if cfg.user_net:
+        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{p.host_port}-:{p.guest_port}" for p in cfg.forwards)
+        argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile="]
+    elif cfg.forwards:
+        raise ValueError("port forwards need the user-mode NIC")
+    if cfg.lan is not None:
+        argv += cfg.lan.argv()
+    return argv
+
+
 def build_argv(cfg: QemuConfig) -> list[str]:
     if cfg.arch.name != AMD64.name:
         return _build_argv_virt(cfg)
@@ -140,13 +154,7 @@ def build_argv(cfg: QemuConfig) -> list[str]:
         argv += ["-drive", f"file={_q(t.disk)},format={t.disk_format},if=virtio,snapshot=on"]
     else:
         raise ValueError(f"unknown boot kind {t.kind}")
-    if cfg.user_net:
-        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{p.host_port}-:{p.guest_port}" for p in cfg.forwards)
-        argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile="]
-    elif cfg.forwards:
-        raise ValueError("port forwards need the user-mode NIC")
-    if cfg.lan is not None:     # after net0: the guest names it eth1 (eth0 without the user-mode NIC)
-        argv += cfg.lan.argv()
+    argv += _network(cfg)
     argv += list(cfg.tpm)
     argv += ["-device", "virtio-rng-pci", "-device", "pvpanic"]
     if cfg.vga:
@@ -185,13 +193,7 @@ def _build_argv_virt(cfg: QemuConfig) -> list[str]:
                  "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]
     else:
         raise ValueError(f"unknown boot kind {t.kind}")
-    if cfg.user_net:
-        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{p.host_port}-:{p.guest_port}" for p in cfg.forwards)
-        argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0,romfile="]
-    elif cfg.forwards:
-        raise ValueError("port forwards need the user-mode NIC")
-    if cfg.lan is not None:
-        argv += cfg.lan.argv()
+    argv += _network(cfg)
     argv += [a.replace("tpm-tis,", "tpm-tis-device,") for a in cfg.tpm]   # virt has no ISA bus: the sysbus TIS
     argv += ["-device", "virtio-rng-pci", "-device", "pvpanic-pci"]
     if cfg.vga:
