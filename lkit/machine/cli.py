@@ -40,8 +40,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--accel", choices=accel.CHOICES, default=accel.AUTO, help="accelerator (default auto)")
     p.add_argument("--workdir", type=Path, help="keep console.log and QEMU's log here (default: a temp dir)")
     p.add_argument("--secure-boot", action="store_true",
-                   help="EFI formats: OVMF with Secure Boot on and lkit's test keys enrolled (an image built "
-                        "with `lkit build --sign` boots; an unsigned one is refused)")
+                   help="EFI formats: UEFI firmware (OVMF; AAVMF with --arch arm64) with Secure Boot on and "
+                        "lkit's test keys enrolled (an image built with `lkit build --sign` boots; an unsigned "
+                        "one is refused)")
     p.add_argument("--sign-keys", type=Path, metavar="DIR", help="enrol DIR/pk.crt, kek.crt, db.crt instead")
     p.add_argument("--tpm", action="store_true", help="give the VM a software TPM 2.0 (swtpm)")
     p.add_argument("--arch", choices=arch_table.NAMES, default=arch_table.DEFAULT.name,
