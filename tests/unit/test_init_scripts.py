@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -206,12 +208,17 @@ def test_modules_without_modules_dep_insmods_in_rounds(tmp_path: Path) -> None:
     assert loads == ["a_dep.ko", "z_base.ko", "a_dep.ko"], loads
 
 
+def _function(script: str, name: str) -> str:
+    """The text of one shell function of a lib script, to run it alone."""
+    text = (LIB / script).read_text()
+    start = text.index(f"{name}() {{")
+    return text[start:text.index("\n}\n", start) + 3]
+
+
 @pytest.mark.parametrize(("dirname", "name"), [("000-hello", "hello"), ("012-a-b", "a-b"), ("sleeper", "sleeper"),
                                                 ("7up", "7up")])
 def test_container_names_strip_order_prefix(tmp_path: Path, dirname: str, name: str) -> None:
-    text = (LIB / "containers.sh").read_text()
-    func = text[text.index("name_of() {"):text.index("\n}\n", text.index("name_of() {")) + 3]
-    res = subprocess.run([*SH_CMD, "-c", f'{func}\nname_of "/containers/onboot/{dirname}"'], capture_output=True,
+    res = subprocess.run([*SH_CMD, "-c", f'{_function("containers.sh", "name_of")}\nname_of "/containers/onboot/{dirname}"'], capture_output=True,
                          text=True)
     assert res.stdout.strip() == name
 
@@ -252,6 +259,42 @@ def test_say_writes_one_line_per_console(tmp_path: Path) -> None:
     env["LKIT_CONSOLES"] = f"{a} {b}"
     subprocess.run([*SH_CMD, "-c", f'. {LIB}/lib.sh; say "lkit: init start uptime=1.23"'], env=env, check=True)
     assert a.read_text() == b.read_text() == "lkit: init start uptime=1.23\n"
+
+
+def _zombie() -> subprocess.Popen:
+    """A child that has exited and is not reaped yet (until its .wait())."""
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while not re.search(r"^State:\s*Z", Path(f"/proc/{child.pid}/status").read_text(), re.M):
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.001)
+    return child
+
+
+def test_alive_running_zombie_and_gone(tmp_path: Path) -> None:
+    alive = _function("containers.sh", "alive")
+    zombie = _zombie()
+    try:
+        res = subprocess.run([*SH_CMD, "-c", f'{alive}\nfor p in "$@"; do alive "$p" && echo yes || echo no; done',
+                              "sh", str(os.getpid()), str(zombie.pid), "", "0"], capture_output=True, text=True)
+    finally:
+        zombie.wait()
+    assert res.stdout.split() == ["yes", "no", "no", "no"], res.stderr
+
+
+def test_alive_never_sees_a_zombie_reaped_mid_check() -> None:
+    """A service's PID 1 can be reaped while stop_services looks at it: CI once saw a service that had
+    exited on SIGTERM reported as "stopped by SIGKILL after 10s". Each round reaps a zombie while a loop
+    checks it; the earlier test-then-read alive() answered "alive" in every round."""
+    alive = _function("containers.sh", "alive")
+    loop = f'{alive}\nn=0; while [ -e "/proc/$1" ] && [ "$n" -lt 5000 ]; do alive "$1" && echo alive; n=$((n + 1)); done'
+    for _ in range(10):
+        zombie = _zombie()
+        checker = subprocess.Popen([*SH_CMD, "-c", loop, "sh", str(zombie.pid)], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.05)
+        zombie.wait()
+        out, _ = checker.communicate(timeout=60)
+        assert "alive" not in out
 
 
 def test_stop_services_signals_by_pid_and_escalates(tmp_path: Path) -> None:
