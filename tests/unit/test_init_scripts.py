@@ -297,6 +297,21 @@ def test_alive_never_sees_a_zombie_reaped_mid_check() -> None:
         assert "alive" not in out
 
 
+def test_shutdown_runs_once_when_asked_at_once(tmp_path: Path) -> None:
+    """The power button (acpid) and a `poweroff` at the shell can ask together: one shutdown runs."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(LIB / "lib.sh", lib / "lib.sh")
+    _stub(lib, "containers.sh")
+    env = _env(tmp_path, ["poweroff", "mount", "umount", "killall", "sync"])
+    env.update(LKIT_LIB=str(lib), LKIT_CONSOLES=os.devnull)
+    runs = [subprocess.Popen([*SH_CMD, str(LIB / "shutdown.sh")], env=env) for _ in range(4)]
+    assert [r.wait(timeout=30) for r in runs] == [0] * 4
+    calls = _calls(tmp_path)
+    assert [c.split(" ", 1)[1] for c in calls if "containers.sh" in c] == ["onshutdown", "stop"], calls
+    assert sum(c.split()[0].endswith("/poweroff") for c in calls) == 1, calls
+
+
 def test_stop_services_signals_by_pid_and_escalates(tmp_path: Path) -> None:
     """Power-off stop: services found by PID (runc's pid file, containerd's init.pid) get SIGTERM with no
     ctr/runc call; one that ignores SIGTERM gets SIGKILL after the stop timeout."""
