@@ -17,7 +17,7 @@ import pytest
 
 from lkit.core import arch as arch_table
 from lkit.core.arch import AMD64, ARM64
-from lkit.errors import ImageError
+from lkit.errors import ImageError, SpecError
 from lkit.images import debian, pkgbuild
 from lkit.images.oci import add_image
 from lkit.images.pkgbuild import lock as lock_mod
@@ -206,6 +206,34 @@ def test_arch_placeholder_and_per_arch_kernel_modules(tmp_path):
     assert arm.take[0].value == [("/lib/modules/6.1-arm64/x.ko", "/x.ko")]
     assert amd.take[1].value == ["virtio_net", "pcspkr"] and arm.take[1].value == ["virtio_net", "virtio_mmio"]
     assert amd.arch is AMD64 and arm.arch is ARM64
+
+
+def test_packages_of_one_architecture(tmp_path):
+    """rngd links libgcrypt on amd64 and not on arm64: each architecture fetches and locks only its own."""
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "build.yml").write_text('image: lkit/r\ntag: "1"\npackages:\n  - rng-tools5\n'
+                                 "  - amd64: [libgcrypt20, libgpg-error0]\n  - libc6\ntake: [{paths: [/x]}]\n")
+    amd, arm = pkgbuild.load_build(d), pkgbuild.load_build(d, ARM64)
+    assert [(p.name, p.line) for p in amd.packages] == [("rng-tools5", 4), ("libgcrypt20", 5), ("libgpg-error0", 5),
+                                                       ("libc6", 6)]
+    assert [p.name for p in arm.packages] == ["rng-tools5", "libc6"]
+
+
+@pytest.mark.parametrize(("item", "words"), [
+    ("{arm64: [Bad_Name]}", ["Bad_Name", "invalid Debian package name"]),   # checked when amd64 is built too
+    ("{amd64: [x], via: y}", ["unknown key 'via'", "amd64, arm64"]),
+    ("{arm64: x}", ["expected a list"]),
+])
+def test_packages_of_one_architecture_errors(tmp_path, item, words):
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "build.yml").write_text(f'image: lkit/r\ntag: "1"\npackages:\n  - tool\n  - {item}\ntake: [{{paths: [/x]}}]\n')
+    with pytest.raises(SpecError) as exc:
+        pkgbuild.load_build(d)
+    assert exc.value.where == f"{d / 'build.yml'}:5", str(exc.value)
+    for word in words:
+        assert word in str(exc.value), str(exc.value)
 
 
 def test_kernel_tar_names_builtins_and_refuses_foreign_modules(tmp_path):

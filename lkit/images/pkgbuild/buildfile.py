@@ -1,8 +1,9 @@
 """build.yml: its format (see the package's docstring), read and strictly validated into a BuildSpec.
 
 One build.yml serves every architecture: `{arch}` in a package name, a `via`/`match` or a take path
-stands for the Debian architecture being built (amd64, arm64), and a kernel item may add modules
-for one architecture (`arm64: [gpio_keys, ...]`). load_build reads it for one architecture.
+stands for the Debian architecture being built (amd64, arm64), a packages item may list packages
+of one architecture (`amd64: [libgcrypt20]`) and a kernel item may add modules for one
+architecture (`arm64: [gpio_keys, ...]`). load_build reads it for one architecture.
 """
 
 from __future__ import annotations
@@ -170,6 +171,13 @@ def _parse_config(node: YamlNode) -> dict[str, Any]:
     return out
 
 
+def _package_name(node: YamlNode, arch: Arch) -> str:
+    name = node.as_str().replace(ARCH_PLACEHOLDER, arch.debian)
+    if not PKG_RE.match(name):
+        raise node.error(f"invalid Debian package name {name!r}", hint="e.g. busybox-static (no version)")
+    return name
+
+
 def load_build(directory: Path, arch: Arch = arch_table.DEFAULT) -> BuildSpec:
     """Read and strictly validate DIR/build.yml for `arch` (SpecError with file:line and field)."""
     directory = Path(directory)
@@ -184,18 +192,22 @@ def load_build(directory: Path, arch: Arch = arch_table.DEFAULT) -> BuildSpec:
         raise top["tag"].error(f"invalid tag {tag!r}")
     packages: list[PackageRef] = []
     for item in top["packages"].sequence():
-        if isinstance(item.value, dict):
+        if isinstance(item.value, dict) and set(item.value) & set(arch_table.NAMES):
+            # {amd64: [libgcrypt20]}: packages of one architecture (its build links them, another's
+            # does not); every architecture's names are checked, only the one built is fetched
+            for key, node in item.mapping(allowed=arch_table.NAMES).items():
+                refs = [PackageRef(name=_package_name(sub, arch), line=sub.line) for sub in node.sequence()]
+                if key == arch.name:
+                    packages.extend(refs)
+        elif isinstance(item.value, dict):
             f = item.mapping(allowed=("via", "match"), required=("via", "match"))
             ref = PackageRef(via=f["via"].as_str().replace(ARCH_PLACEHOLDER, arch.debian),
                              match=f["match"].as_str().replace(ARCH_PLACEHOLDER, arch.debian), line=item.line)
             if not PKG_RE.match(ref.via or ""):
                 raise f["via"].error(f"invalid Debian package name {ref.via!r}")
+            packages.append(ref)
         else:
-            name = item.as_str().replace(ARCH_PLACEHOLDER, arch.debian)
-            if not PKG_RE.match(name):
-                raise item.error(f"invalid Debian package name {name!r}", hint="e.g. busybox-static (no version)")
-            ref = PackageRef(name=name, line=item.line)
-        packages.append(ref)
+            packages.append(PackageRef(name=_package_name(item, arch), line=item.line))
     if not packages:
         raise top["packages"].error("must list at least one package")
     take = [_parse_take(item, arch) for item in top["take"].sequence()]
