@@ -218,8 +218,8 @@ def _function(script: str, name: str) -> str:
 @pytest.mark.parametrize(("dirname", "name"), [("000-hello", "hello"), ("012-a-b", "a-b"), ("sleeper", "sleeper"),
                                                 ("7up", "7up")])
 def test_container_names_strip_order_prefix(tmp_path: Path, dirname: str, name: str) -> None:
-    res = subprocess.run([*SH_CMD, "-c", f'{_function("containers.sh", "name_of")}\nname_of "/containers/onboot/{dirname}"'], capture_output=True,
-                         text=True)
+    script = f'{_function("containers.sh", "name_of")}\nname_of "/containers/onboot/{dirname}"'
+    res = subprocess.run([*SH_CMD, "-c", script], capture_output=True, text=True)
     assert res.stdout.strip() == name
 
 
@@ -271,7 +271,7 @@ def _zombie() -> subprocess.Popen:
     return child
 
 
-def test_alive_running_zombie_and_gone(tmp_path: Path) -> None:
+def test_alive_running_zombie_and_gone() -> None:
     alive = _function("containers.sh", "alive")
     zombie = _zombie()
     try:
